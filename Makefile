@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine (python3, pip, g++, make):
+#   make demo   - the quick-start demo (examples/quickstart.py)
+#   make test   - the whole test suite
+# Both create .venv, install torch $(TORCH_VERSION) (CPU) and the test tools,
+# build the extension, and are fast no-ops for what is already done.
+
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+export MAX_JOBS ?= 2
+
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h')
+
+.PHONY: demo test build clean
+
+demo: $(VENV)/.built
+	$(PY) examples/quickstart.py
+
+test: $(VENV)/.built
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+build: $(VENV)/.built
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install "torch==$(TORCH_VERSION)" numpy expecttest pytest ninja setuptools wheel
+	touch $@
+
+# The editable install (re-run when the packaging changes) builds the extension once;
+# later C++ changes rebuild incrementally in build/.
+$(VENV)/.installed: $(VENV)/.deps setup.py pyproject.toml
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $@ $(VENV)/.built
+
+$(VENV)/.built: $(VENV)/.installed $(CSRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+clean:
+	rm -rf build spyre_ops/*.so spyre_ops/**/*.so *.egg-info $(VENV)

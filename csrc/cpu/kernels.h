@@ -1,0 +1,43 @@
+// CPU kernels of the spyre ops. Each validates its arguments (checks.h) first.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <tuple>
+
+namespace spyre_ops::cpu {
+
+at::Tensor rms_norm(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps);
+
+std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
+    const at::Tensor& x,
+    const at::Tensor& residual,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps);
+
+void fused_add_rms_norm_(
+    at::Tensor& x,
+    at::Tensor& residual,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps);
+
+// Gradients of rms_norm: (grad_x, grad_weight). grad_weight has weight's shape
+// and dtype, or is an empty 1-D tensor when weight is None.
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
+    const at::Tensor& grad_out,
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps);
+
+// Registers the kernels above for the CPU dispatch key. Idempotent.
+void register_kernels();
+
+}  // namespace spyre_ops::cpu

@@ -1,0 +1,25 @@
+// Registration of the CPU kernels, done on request from Python (spyre_ops/_library.py)
+// after the op schemas are defined or adopted, never at load time: a schema that
+// clashes with one defined elsewhere must give a Python error, not a failed load.
+#include <torch/library.h>
+
+#include <memory>
+
+#include "kernels.h"
+
+namespace spyre_ops::cpu {
+
+void register_kernels() {
+  static std::unique_ptr<torch::Library> lib;
+  if (lib) {
+    return;
+  }
+  lib = std::make_unique<torch::Library>(
+      torch::Library::IMPL, "spyre", c10::DispatchKey::CPU, __FILE__, __LINE__);
+  lib->impl("rms_norm", TORCH_FN(rms_norm));
+  lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm));
+  lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_));
+  lib->impl("rms_norm_backward", TORCH_FN(rms_norm_backward));
+}
+
+}  // namespace spyre_ops::cpu

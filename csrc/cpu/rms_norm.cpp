@@ -1,0 +1,101 @@
+// CPU forward kernels: rms_norm, fused_add_rms_norm, fused_add_rms_norm_.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
+
+#include "../checks.h"
+#include "kernels.h"
+#include "rms_norm_rows.h"
+
+namespace spyre_ops::cpu {
+namespace {
+
+// Runs rms_norm_rows on contiguous tensors, choosing how the weight is read:
+// as x's own dtype, as the accumulator dtype, or converted to the latter.
+void launch(
+    const at::Tensor& x,
+    const at::Tensor* residual,
+    at::Tensor* residual_out,
+    const std::optional<at::Tensor>& weight,
+    at::Tensor& y,
+    RowShape shape,
+    double eps) {
+  if (shape.rows == 0 || shape.cols == 0) {
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "spyre_rms_norm", [&] {
+    using T = scalar_t;
+    using Acc = typename AccOf<T>::type;
+    const T* res = residual ? residual->const_data_ptr<T>() : nullptr;
+    T* res_out = residual_out ? residual_out->data_ptr<T>() : nullptr;
+    auto run = [&](const auto* w) {
+      rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps);
+    };
+    if (!weight.has_value()) {
+      run(static_cast<const Acc*>(nullptr));
+    } else if (weight->scalar_type() == x.scalar_type()) {
+      const at::Tensor w = weight->contiguous();
+      run(w.const_data_ptr<T>());
+    } else {
+      const at::Tensor w = weight->to(c10::CppTypeToScalarType<Acc>::value).contiguous();
+      run(w.const_data_ptr<Acc>());
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor rms_norm(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps) {
+  const RowShape shape = check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  launch(xc, nullptr, nullptr, weight, y, shape, eps);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
+    const at::Tensor& x,
+    const at::Tensor& residual,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps) {
+  const char* op = "spyre::fused_add_rms_norm";
+  const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
+  check_residual(op, x, residual);
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor rc = residual.contiguous();
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  at::Tensor sum = at::empty(x.sizes(), x.options());
+  launch(xc, &rc, &sum, weight, y, shape, eps);
+  return {y, sum};
+}
+
+void fused_add_rms_norm_(
+    at::Tensor& x,
+    at::Tensor& residual,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps) {
+  const char* op = "spyre::fused_add_rms_norm_";
+  const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
+  check_residual(op, x, residual);
+  at::assert_no_internal_overlap(x);
+  at::assert_no_internal_overlap(residual);
+  at::assert_no_overlap(x, residual);
+  // Contiguous tensors are updated in place; others through contiguous copies.
+  at::Tensor xc = x.contiguous();
+  at::Tensor rc = residual.contiguous();
+  launch(xc, &rc, &rc, weight, xc, shape, eps);
+  if (!xc.is_same(x)) {
+    x.copy_(xc);
+  }
+  if (!rc.is_same(residual)) {
+    residual.copy_(rc);
+  }
+}
+
+}  // namespace spyre_ops::cpu

@@ -1,0 +1,101 @@
+// The row loop behind every CPU forward kernel: one row is read twice (sum of
+// squares, then scale) by one thread, so results never depend on the thread count.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+#include "vec_lanes.h"
+
+namespace spyre_ops::cpu {
+
+// 1 / sqrt(mean(v^2) + eps) for a row whose sum of squares is `sumsq`.
+// When the sum of squares overflowed but every value is finite (|v| > ~1.8e19
+// in float), the row is rescaled by its largest magnitude and summed again,
+// so huge rows normalize correctly instead of collapsing to zero.
+template <typename T, typename Acc>
+Acc inverse_rms(const T* row, int64_t cols, Acc sumsq, Acc eps) {
+  if (std::isinf(sumsq)) {
+    Acc m = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      m = std::max(m, std::abs(static_cast<Acc>(row[j])));
+    }
+    if (std::isfinite(m)) {
+      Acc s = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const Acc q = static_cast<Acc>(row[j]) / m;
+        s += q * q;
+      }
+      return Acc(1) / (m * std::sqrt(s / static_cast<Acc>(cols) + (eps / m) / m));
+    }
+  }
+  return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + eps);
+}
+
+// y[r] = src[r] * inverse_rms(src[r]) * w, for rows [0, rows).
+// Without a residual, src = x. With one, src = round(x + residual), written to
+// residual_out first (which may alias residual; y may alias x).
+// w may be null (no weight); W is either T or Acc.
+template <typename T, typename W>
+void rms_norm_rows(
+    const T* x,
+    const T* residual,
+    T* residual_out,
+    const W* w,
+    T* y,
+    int64_t rows,
+    int64_t cols,
+    double eps) {
+  using Acc = typename AccOf<T>::type;
+  using L = Lanes<T, Acc>;
+  using LW = Lanes<W, Acc>;
+  using V = Vectorized<Acc>;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
+  const Acc eps_acc = static_cast<Acc>(eps);
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* src = x + r * cols;
+      V s0(Acc(0)), s1(Acc(0));
+      V a, b, c, d;
+      if (residual != nullptr) {
+        const T* rr = residual + r * cols;
+        T* ro = residual_out + r * cols;
+        for (int64_t j = 0; j < cols; j += L::K) {
+          const int64_t n = std::min<int64_t>(L::K, cols - j);
+          L::load(src + j, n, a, b);
+          L::load(rr + j, n, c, d);
+          L::store(ro + j, n, a + c, b + d);
+          L::load(ro + j, n, a, b);  // the rounded sum is what gets normalized
+          s0 = at::vec::fmadd(a, a, s0);
+          s1 = at::vec::fmadd(b, b, s1);
+        }
+        src = ro;
+      } else {
+        for (int64_t j = 0; j < cols; j += L::K) {
+          const int64_t n = std::min<int64_t>(L::K, cols - j);
+          L::load(src + j, n, a, b);
+          s0 = at::vec::fmadd(a, a, s0);
+          s1 = at::vec::fmadd(b, b, s1);
+        }
+      }
+      const Acc sumsq = at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
+      const V inv(inverse_rms<T, Acc>(src, cols, sumsq, eps_acc));
+      T* yr = y + r * cols;
+      for (int64_t j = 0; j < cols; j += L::K) {
+        const int64_t n = std::min<int64_t>(L::K, cols - j);
+        L::load(src + j, n, a, b);
+        a = a * inv;
+        b = b * inv;
+        if (w != nullptr) {
+          LW::load(w + j, n, c, d);
+          a = a * c;
+          b = b * d;
+        }
+        L::store(yr + j, n, a, b);
+      }
+    }
+  });
+}
+
+}  // namespace spyre_ops::cpu

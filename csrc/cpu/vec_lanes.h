@@ -1,0 +1,96 @@
+// Loading and storing a row in chunks of two accumulator vectors.
+//
+// Every dtype is processed in chunks of K = 2 * Vectorized<acc>::size() elements,
+// held as two Vectorized<acc> registers (acc = float, or double for float64).
+// float16/bfloat16 are widened to float on load and rounded once on store.
+// A partial chunk (the row's tail) is zero-filled on load and stored partially,
+// so a row of any length takes the same code path.
+#pragma once
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <tuple>
+
+namespace spyre_ops::cpu {
+
+using at::vec::Vectorized;
+
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+
+// T stored as itself: float or double.
+template <typename T>
+struct NativeLanes {
+  using V = Vectorized<T>;
+  static constexpr int64_t K = 2 * V::size();
+
+  static void load(const T* p, int64_t n, V& a, V& b) {
+    if (n >= K) {
+      a = V::loadu(p);
+      b = V::loadu(p + V::size());
+    } else if (n > V::size()) {
+      a = V::loadu(p);
+      b = V::loadu(p + V::size(), n - V::size());
+    } else {
+      a = V::loadu(p, n);
+      b = V(T(0));
+    }
+  }
+  static void store(T* p, int64_t n, const V& a, const V& b) {
+    if (n >= K) {
+      a.store(p);
+      b.store(p + V::size());
+    } else if (n > V::size()) {
+      a.store(p);
+      b.store(p + V::size(), n - V::size());
+    } else {
+      a.store(p, n);
+    }
+  }
+};
+
+// T stored as a 16-bit float, computed in float.
+template <typename T>
+struct ReducedLanes {
+  using V = Vectorized<float>;
+  using R = Vectorized<T>;
+  static_assert(R::size() == 2 * V::size(), "a 16-bit vector must widen to two float vectors");
+  static constexpr int64_t K = R::size();
+
+  static void load(const T* p, int64_t n, V& a, V& b) {
+    const R r = n >= K ? R::loadu(p) : R::loadu(p, n);
+    std::tie(a, b) = at::vec::convert_to_float<T>(r);
+  }
+  static void store(T* p, int64_t n, const V& a, const V& b) {
+    const R r = at::vec::convert_from_float<T>(a, b);
+    if (n >= K) {
+      r.store(p);
+    } else {
+      r.store(p, n);
+    }
+  }
+};
+
+// Lanes<T, Acc>: how a T buffer is read into Acc vectors.
+template <typename T, typename Acc>
+struct Lanes;
+template <>
+struct Lanes<float, float> : NativeLanes<float> {};
+template <>
+struct Lanes<double, double> : NativeLanes<double> {};
+template <>
+struct Lanes<c10::BFloat16, float> : ReducedLanes<c10::BFloat16> {};
+template <>
+struct Lanes<c10::Half, float> : ReducedLanes<c10::Half> {};
+
+}  // namespace spyre_ops::cpu

@@ -1,0 +1,35 @@
+// The Python module spyre_ops._C. Loading it registers nothing; spyre_ops calls
+// register_cpu_kernels() once the schemas exist (see spyre_ops/_library.py).
+#include <Python.h>
+
+#include <exception>
+
+#include "cpu/kernels.h"
+
+namespace {
+
+PyObject* register_cpu_kernels(PyObject*, PyObject*) {
+  try {
+    spyre_ops::cpu::register_kernels();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef methods[] = {
+    {"register_cpu_kernels", register_cpu_kernels, METH_NOARGS,
+     "Register the CPU kernels of the spyre ops (idempotent)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_C", "C++ kernels of spyre_ops.", -1, methods,
+};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C() {
+  return PyModule_Create(&module);
+}
