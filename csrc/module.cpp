@@ -1,9 +1,11 @@
 // The Python module spyre_ops._C. Loading it registers nothing; spyre_ops calls
-// register_cpu_kernels() once the schemas exist (see spyre_ops/_library.py).
+// register_cpu_kernels() and
+// register_autograd_kernels() once the schemas exist (see spyre_ops/_library.py).
 #include <Python.h>
 
 #include <exception>
 
+#include "autograd.h"
 #include "cpu/kernels.h"
 
 namespace {
@@ -18,9 +20,21 @@ PyObject* register_cpu_kernels(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+PyObject* register_autograd_kernels(PyObject*, PyObject*) {
+  try {
+    spyre_ops::register_autograd_kernels();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"register_cpu_kernels", register_cpu_kernels, METH_NOARGS,
      "Register the CPU kernels of the spyre ops (idempotent)."},
+    {"register_autograd_kernels", register_autograd_kernels, METH_NOARGS,
+     "Register the Autograd kernels of the spyre ops (idempotent)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -11,8 +11,8 @@ with C++ CPU kernels, fake kernels for torch.compile and autograd. The Python
 wrappers below and :class:`spyre_ops.nn.RMSNorm` are the documented entry points.
 """
 
-from . import _library  # noqa: F401  (defines/adopts the schemas, registers CPU kernels)
-from . import autograd, fake  # noqa: F401  (register fake kernels and autograd)
+from . import _library  # noqa: F401  (defines/adopts the schemas, registers C++ kernels)
+from . import fake  # noqa: F401  (registers the fake kernels)
 from . import nn
 from .ops import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
 

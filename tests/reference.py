@@ -30,10 +30,10 @@ def rms_norm_ref(
 ) -> torch.Tensor:
     """float64 RMSNorm over the trailing ``normalized_shape`` dims (result in float64)."""
     dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
-    xd = x.detach().double()
+    xd = x.double()
     y = xd / torch.sqrt(xd.square().mean(dim=dims, keepdim=True) + eps)
     if weight is not None:
-        y = y * weight.detach().double()
+        y = y * weight.double()
     return y
 
 
