@@ -7,6 +7,7 @@ import pytest
 import torch
 from expecttest import TestCase
 from torch._dynamo.backends.common import aot_autograd
+from functorch.compile import make_boxed_func
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from spyre_ops.nn import RMSNorm
@@ -43,6 +44,11 @@ def inputs(tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(tokens, HIDDEN, generator=g), torch.randn(tokens, HIDDEN, generator=g)
 
 
+def boxed(capture):
+    """Wraps a graph-capturing compiler for AOTAutograd, which passes boxed arguments."""
+    return lambda gm, example_inputs: make_boxed_func(capture(gm, example_inputs))
+
+
 class TestGraphs(TestCase):
     def test_dynamo_graph_has_one_node_per_op(self) -> None:
         graphs: list[torch.fx.GraphModule] = []
@@ -67,7 +73,7 @@ class TestGraphs(TestCase):
             graphs.append(gm)
             return gm.forward
 
-        backend = aot_autograd(fw_compiler=capture)
+        backend = aot_autograd(fw_compiler=boxed(capture))
         block = make_block().requires_grad_(False)
         compiled = torch.compile(block, backend=backend, fullgraph=True)
         h, r = inputs(5)
@@ -91,7 +97,7 @@ def forward(self, arg0_1, arg1_1, arg2_1, arg3_1, arg4_1):
             graphs.append(gm)
             return gm.forward
 
-        backend = aot_autograd(fw_compiler=capture, bw_compiler=capture)
+        backend = aot_autograd(fw_compiler=boxed(capture), bw_compiler=boxed(capture))
         block = make_block()
         compiled = torch.compile(block, backend=backend, fullgraph=True)
         h, r = inputs(5)
