@@ -23,9 +23,12 @@ test: $(VENV)/.built
 
 build: $(VENV)/.built
 
+# TORCH_PIP_ARGS: extra pip arguments for torch, e.g. an index of CPU wheels on a
+# machine that has no torch $(TORCH_VERSION) CPU wheel at hand.
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install "torch==$(TORCH_VERSION)" numpy expecttest pytest ninja setuptools wheel
+	$(PIP) install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PIP) install numpy expecttest pytest ninja setuptools wheel
 	touch $@
 
 # The editable install (re-run when the packaging changes) builds the extension once;
@@ -35,7 +38,8 @@ $(VENV)/.installed: $(VENV)/.deps setup.py pyproject.toml
 	touch $@ $(VENV)/.built
 
 $(VENV)/.built: $(VENV)/.installed $(CSRC)
-	$(PY) setup.py -q build_ext --inplace
+	@if [ -n "$$(find csrc -newer $(VENV)/.installed -type f | head -n 1)" ]; then \
+		$(PY) setup.py -q build_ext --inplace; fi
 	touch $@
 
 clean:
