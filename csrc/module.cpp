@@ -1,6 +1,5 @@
 // The Python module spyre_ops._C. Loading it registers nothing; spyre_ops calls
-// register_cpu_kernels() and
-// register_autograd_kernels() once the schemas exist (see spyre_ops/_library.py).
+// the register_* functions once the schemas exist (see spyre_ops/_library.py).
 #include <Python.h>
 
 #include <exception>
@@ -10,19 +9,11 @@
 
 namespace {
 
-PyObject* register_cpu_kernels(PyObject*, PyObject*) {
+// Exposes a `void()` C++ function to Python, turning C++ exceptions into RuntimeError.
+template <void (*F)()>
+PyObject* call(PyObject*, PyObject*) {
   try {
-    spyre_ops::cpu::register_kernels();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
-}
-
-PyObject* register_autograd_kernels(PyObject*, PyObject*) {
-  try {
-    spyre_ops::register_autograd_kernels();
+    F();
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;
@@ -31,9 +22,9 @@ PyObject* register_autograd_kernels(PyObject*, PyObject*) {
 }
 
 PyMethodDef methods[] = {
-    {"register_cpu_kernels", register_cpu_kernels, METH_NOARGS,
+    {"register_cpu_kernels", call<spyre_ops::cpu::register_kernels>, METH_NOARGS,
      "Register the CPU kernels of the spyre ops (idempotent)."},
-    {"register_autograd_kernels", register_autograd_kernels, METH_NOARGS,
+    {"register_autograd_kernels", call<spyre_ops::register_autograd_kernels>, METH_NOARGS,
      "Register the Autograd kernels of the spyre ops (idempotent)."},
     {nullptr, nullptr, 0, nullptr},
 };
