@@ -1,4 +1,5 @@
-"""Build of spyre_ops: the C++ kernels as the extension module spyre_ops._C.
+"""Build of spyre_ops: the C++ kernels as the extension module spyre_ops._C,
+and the emulated spyre device (a test instrument) as spyre_ops.emulator._C.
 
 Install with `pip install --no-build-isolation -e .` next to an installed torch
 (the Makefile does this). Build flags: -O3, and the vector instruction set of the
@@ -26,7 +27,14 @@ def sources(folder: str) -> list[str]:
 ext_modules = [
     CppExtension(
         name="spyre_ops._C",
-        sources=sources("") + sources("cpu"),
+        sources=sources("") + sources("cpu") + sources("spyre"),
+        extra_compile_args={"cxx": cxx_flags()},
+    ),
+    # The emulated spyre device, a test instrument: its own module, which
+    # spyre_ops._C never loads or links.
+    CppExtension(
+        name="spyre_ops.emulator._C",
+        sources=sources("emulator"),
         extra_compile_args={"cxx": cxx_flags()},
     ),
 ]

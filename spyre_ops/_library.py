@@ -1,4 +1,4 @@
-"""Defines (or adopts) the ``spyre`` op schemas and registers the C++ CPU and autograd kernels.
+"""Defines (or adopts) the ``spyre`` op schemas and registers the C++ CPU, autograd and Spyre kernels.
 
 The schemas are defined from Python rather than with ``TORCH_LIBRARY`` in C++
 because torch-spyre may already have defined ``spyre::rms_norm`` (with
@@ -78,3 +78,4 @@ for _name, _schema in SCHEMAS.items():
 
 _C.register_cpu_kernels()
 _C.register_autograd_kernels()
+_C.register_spyre_kernels()

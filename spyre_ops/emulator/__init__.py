@@ -1,0 +1,151 @@
+"""An emulated spyre device: a test instrument for the Spyre kernels of spyre_ops.
+
+torch-spyre cannot be installed outside IBM's stack, so this package ships a
+stand-in: PyTorch's PrivateUse1 device, renamed ``"spyre"`` as torch-spyre
+renames it, whose memory is host memory (its own extension module,
+``spyre_ops.emulator._C``; the main library never loads it). Ops with a
+PrivateUse1 kernel (the spyre ops, a few memory and view ops) run as such;
+every other op on spyre tensors runs on the CPU through a fallback that
+records its name.
+
+What it proves: that the ops dispatch to their Spyre kernels, that a call keeps
+its tensors on the device (no host<->device copy, no op outside the list of
+ops torch-spyre runs on the device), the numerics of the Spyre formula as
+computed by PyTorch's fp16 ops, and that the ops trace under ``torch.compile``.
+What it cannot prove: speed, the Spyre hardware's own rounding (its fp16
+reductions, its kernels' accuracy), or that torch-spyre's compiler accepts each
+op for every shape. Those need a Spyre card.
+
+Usage::
+
+    import spyre_ops.emulator as emulator
+    emulator.enable()                      # once per process
+    x = torch.randn(4, 64).to("spyre")
+    with emulator.transfers() as t:
+        y = spyre_ops.rms_norm(x, 64)
+    assert t.host_to_device == t.device_to_host == 0 and not t.fallbacks
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .device_ops import ON_DEVICE, runs_on_device
+
+__all__ = ["enable", "is_enabled", "transfers", "Transfers", "ON_DEVICE", "runs_on_device"]
+
+DEVICE_NAME = "spyre"
+_DEFAULT_PRIVATEUSE1_NAME = "privateuseone"
+_enabled = False
+
+
+def is_enabled() -> bool:
+    """Whether :func:`enable` has run in this process."""
+    return _enabled
+
+
+def _refuse(reason: str) -> None:
+    raise RuntimeError(f"spyre_ops.emulator.enable(): {reason}; the emulated spyre device was not enabled")
+
+
+def enable() -> None:
+    """Makes ``"spyre"`` an (emulated) device of this process. Idempotent.
+
+    Renames PyTorch's PrivateUse1 backend to ``"spyre"``, installs the emulated
+    device's kernels and registers the device module ``torch.spyre``. The
+    rename cannot be undone: run code that needs a clean PrivateUse1 backend in
+    another process.
+
+    Raises:
+        RuntimeError: when torch-spyre is loaded (use the real device), when the
+            PrivateUse1 backend already has another name or kernels from another
+            library, or when ``torch.spyre`` already exists.
+    """
+    global _enabled
+    if _enabled:
+        return
+    if "torch_spyre" in sys.modules:
+        _refuse("torch-spyre is loaded in this process, so the real spyre device is in use")
+    name = torch._C._get_privateuse1_backend_name()
+    if name != _DEFAULT_PRIVATEUSE1_NAME:
+        _refuse(f"the PrivateUse1 backend is already named {name!r} by another library")
+    if torch._C._dispatch_has_kernel_for_dispatch_key("aten::empty.memory_format", "PrivateUse1"):
+        _refuse("another library already registered a PrivateUse1 backend")
+    if hasattr(torch, DEVICE_NAME):
+        _refuse(f"torch.{DEVICE_NAME} already exists")
+
+    from . import _C, device_module
+
+    _C.install()
+    torch.utils.rename_privateuse1_backend(DEVICE_NAME)
+    torch._register_device_module(DEVICE_NAME, device_module)
+    torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
+    _enabled = True
+
+
+@dataclass
+class Transfers:
+    """What happened on the emulated device inside one :func:`transfers` block.
+
+    The fields are filled in when the block exits.
+
+    Attributes:
+        host_to_device: copies from host memory to a spyre tensor.
+        device_to_host: copies from a spyre tensor to host memory (``.item()`` counts).
+        host_to_device_bytes, device_to_host_bytes: their sizes.
+        ops: every op that ran on spyre tensors, by qualified name, with its call count.
+        fallbacks: those of ``ops`` that torch-spyre does not run on the device
+            (:data:`ON_DEVICE`): on a Spyre card each is a hidden round trip to the CPU.
+    """
+
+    host_to_device: int = 0
+    device_to_host: int = 0
+    host_to_device_bytes: int = 0
+    device_to_host_bytes: int = 0
+    ops: Counter = field(default_factory=Counter)
+    fallbacks: Counter = field(default_factory=Counter)
+
+    def _update(self, start: dict, now: dict) -> None:
+        self.host_to_device = now["h2d_copies"] - start["h2d_copies"]
+        self.device_to_host = now["d2h_copies"] - start["d2h_copies"]
+        self.host_to_device_bytes = now["h2d_bytes"] - start["h2d_bytes"]
+        self.device_to_host_bytes = now["d2h_bytes"] - start["d2h_bytes"]
+        ops = Counter(now["ops"])
+        ops.subtract(start["ops"])
+        self.ops = Counter({op: n for op, n in ops.items() if n > 0})
+        self.fallbacks = Counter({op: n for op, n in self.ops.items() if not runs_on_device(op)})
+
+
+@contextlib.contextmanager
+def transfers() -> Iterator[Transfers]:
+    """Counts host<->device copies and off-device ops on the emulated device in a block.
+
+    Usage::
+
+        with spyre_ops.emulator.transfers() as t:
+            y = torch.ops.spyre.rms_norm(x, [hidden])
+        print(t.host_to_device, t.device_to_host, dict(t.fallbacks))
+
+    Counts cover every thread. Copies and ops the CPU fallback issues for itself
+    are not counted as transfers: the fallback op itself is counted in
+    ``fallbacks``.
+
+    Raises:
+        RuntimeError: if the emulated device is not enabled.
+    """
+    if not _enabled:
+        raise RuntimeError("spyre_ops.emulator.transfers(): call spyre_ops.emulator.enable() first")
+    from . import _C
+
+    start = _C.snapshot()
+    result = Transfers()
+    try:
+        yield result
+    finally:
+        result._update(start, _C.snapshot())
