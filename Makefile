@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine (python3, pip, g++, make):
-#   make demo   - the quick-start demo (examples/quickstart.py)
-#   make test   - the whole test suite
+#   make demo   - the quick-start demo (examples/quickstart.py), then the op on the
+#                 emulated spyre device (examples/spyre_device.py)
+#   make test   - the whole test suite; tests/spyre in a pytest process of its own,
+#                 since enabling the emulated spyre device renames PrivateUse1 for good
 # Both create .venv, install torch $(TORCH_VERSION) (CPU) and the test tools,
 # build the extension, and are fast no-ops for what is already done.
 
@@ -17,9 +19,11 @@ CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h')
 
 demo: $(VENV)/.built
 	$(PY) examples/quickstart.py
+	$(PY) examples/spyre_device.py
 
 test: $(VENV)/.built
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests --ignore=tests/spyre $(PYTEST_ARGS) || test $$? -eq 5  # 5: no tests collected
+	$(PY) -m pytest tests/spyre $(PYTEST_ARGS)
 
 build: $(VENV)/.built
 

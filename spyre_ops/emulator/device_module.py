@@ -46,6 +46,11 @@ def manual_seed(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
 
 
+def _is_in_bad_fork() -> bool:
+    """False: the emulated device has no state a fork could break (``torch.manual_seed`` asks)."""
+    return False
+
+
 def manual_seed_all(seed: int) -> None:
     """Seeds every device's RNG: the same as :func:`manual_seed`, there is one device."""
     torch.default_generator.manual_seed(seed)
