@@ -17,8 +17,9 @@ float32 compute with :func:`set_compute_dtype` or the environment variable
 ``SPYRE_OPS_SPYRE_COMPUTE_DTYPE=float32`` (read at import). float64 inputs are
 always computed in float64.
 
-Verified only on the emulated device (:mod:`spyre_ops.emulator`), not on Spyre
-hardware.
+With torch-spyre loaded, :mod:`spyre_ops.spyre.torch_spyre` also makes the ops
+lowerable by its Inductor backend. Verified only on the emulated device
+(:mod:`spyre_ops.emulator`), not on Spyre hardware.
 """
 
 from __future__ import annotations
@@ -80,3 +81,8 @@ def _apply_environment() -> None:
 
 
 _apply_environment()
+
+from . import torch_spyre  # noqa: E402
+
+if torch_spyre.loaded():
+    torch_spyre.install()
