@@ -28,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 from collections import Counter
@@ -86,7 +87,32 @@ def enable() -> None:
     torch.utils.rename_privateuse1_backend(DEVICE_NAME)
     torch._register_device_module(DEVICE_NAME, device_module)
     torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
+    atexit.register(_release_last_backward)
     _enabled = True
+
+
+def _release_last_backward() -> None:
+    """At exit, makes the autograd thread of the spyre device drop the last backward's state.
+
+    PyTorch runs backward nodes of a device on a thread of its own, which drops
+    its reference to a finished backward only after the caller has returned.
+    That state holds a Python object (the context ``torch.autograd.backward``
+    stashes), so when the process exits right after a backward the thread may
+    release it during interpreter shutdown and abort the process ("terminate
+    called without an active exception"; seen here with the emulated device and
+    any op; a race in PyTorch that any device with its own autograd thread is
+    exposed to). Running one more, tiny backward on the device through the engine
+    directly (no stashed context) guarantees the thread has moved past the last
+    one before the interpreter shuts down.
+    """
+    try:
+        x = torch.zeros(1, device=DEVICE_NAME, requires_grad=True)
+        y = (x * 1).sum()
+        torch.autograd.Variable._execution_engine.run_backward(
+            (y,), (torch.ones((), device=DEVICE_NAME),), False, False, (), True, True
+        )
+    except Exception:  # noqa: BLE001  (best effort at exit; never mask the real exit status)
+        pass
 
 
 @dataclass
