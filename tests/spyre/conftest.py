@@ -9,18 +9,15 @@ the rename leak into the other tests.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/reference.py
+import spyre_ops
+import spyre_ops.emulator as emulator
 
-import spyre_ops  # noqa: E402
-import spyre_ops.emulator as emulator  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
@@ -46,11 +43,3 @@ def default_compute_dtype():
     spyre_ops.spyre.set_compute_dtype(torch.float16)
     yield
     spyre_ops.spyre.set_compute_dtype(torch.float16)
-
-
-def subprocess_env() -> dict[str, str]:
-    """Environment for a child Python process that imports spyre_ops from this checkout."""
-    env = dict(os.environ)
-    root = str(HERE.parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env

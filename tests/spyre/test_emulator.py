@@ -7,13 +7,10 @@ torch-spyre or another PrivateUse1 backend (those checks run in fresh processes)
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import subprocess_env
+from spyre_subprocess import run_python
 
 import spyre_ops.emulator as emulator
 
@@ -58,13 +55,6 @@ def test_installing_twice_is_refused(spyre_device):
 
     with pytest.raises(RuntimeError, match="already installed in this process; it cannot be installed twice"):
         _C.install()
-
-
-def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300,
-    )
 
 
 def test_refuses_beside_another_privateuse1_backend():

@@ -8,12 +8,9 @@ backward on the device exits cleanly.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import torch
-from conftest import subprocess_env
+from spyre_subprocess import run_python
 
 import spyre_ops
 import spyre_ops.emulator as emulator
@@ -45,6 +42,5 @@ def test_process_exits_cleanly_after_a_backward_on_the_device():
         spyre_ops.rms_norm(x * 2, 64).sum().backward()
     """
     for _ in range(3):  # without the exit hook, most runs abort
-        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                           env=subprocess_env(), timeout=300)
+        r = run_python(code)
         assert r.returncode == 0, (r.returncode, r.stderr[-2000:])

@@ -6,13 +6,10 @@ graph must hold only ops torch-spyre runs on the device.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import subprocess_env
+from spyre_subprocess import run_python
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import spyre_ops
@@ -100,7 +97,6 @@ def test_installed_at_import_when_torch_spyre_is_loaded():
         table = spyre_ops.spyre.torch_spyre.decomposition_table()
         print("installed:", all(decompositions[op] is fn for op, fn in table.items()))
     """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                       env=subprocess_env(), timeout=300)
+    r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert "installed: True" in r.stdout
