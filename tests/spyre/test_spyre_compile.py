@@ -35,6 +35,26 @@ def test_opcheck_on_spyre_tensors(spyre_device, dtype):
         torch.library.opcheck(op, args, test_utils=ALL_CHECKS)
 
 
+def test_opcheck_on_spyre_tensors_that_require_grad(spyre_device):
+    # With inputs that require grad, the AOT check also runs the backward (on
+    # the CPU fallback, see test_spyre_autograd.py). torch's
+    # test_autograd_registration refuses devices other than CPU/CUDA/XPU when
+    # inputs require grad ("NYI"), so the autograd kernel's registration for
+    # spyre tensors is checked on the dispatcher instead.
+    x = torch.randn(5, 64).to(spyre_device).requires_grad_()
+    residual = torch.randn(5, 64).to(spyre_device).requires_grad_()
+    w = torch.rand(64).to(spyre_device).requires_grad_()
+    checks = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(torch.ops.spyre.rms_norm.default, (x, [64], w, 1e-6), test_utils=checks)
+    torch.library.opcheck(
+        torch.ops.spyre.fused_add_rms_norm.default, (x, residual, [64], w, 1e-6), test_utils=checks
+    )
+    for name in ("spyre::rms_norm", "spyre::fused_add_rms_norm"):
+        table = torch._C._dispatch_dump_table(name).splitlines()
+        (entry,) = [line for line in table if line.startswith("AutogradPrivateUse1:")]
+        assert "[autograd kernel]" in entry, entry  # not the backend fallback
+
+
 class SmallModel(torch.nn.Module):
     """norm -> linear -> fused residual-add norm, as in a decoder layer."""
 
