@@ -19,7 +19,10 @@ namespace {
 
 constexpr c10::DispatchKeySet kSpyreKeys(c10::DispatchKey::PrivateUse1);
 
-void check_options(std::optional<c10::Layout> layout, std::optional<bool> pin_memory) {
+void check_options(std::optional<c10::Device> device, std::optional<c10::Layout> layout, std::optional<bool> pin_memory) {
+  TORCH_CHECK(
+      !device.has_value() || device->index() <= 0,
+      "emulated spyre device: there is one device, spyre:0; got ", *device);
   TORCH_CHECK(
       c10::layout_or_default(layout) == c10::Layout::Strided,
       "emulated spyre device: only strided tensors are supported");
@@ -34,7 +37,7 @@ at::Tensor empty_memory_format(
     std::optional<bool> pin_memory,
     std::optional<at::MemoryFormat> memory_format) {
   record_op("aten::empty");
-  check_options(layout, pin_memory);
+  check_options(device, layout, pin_memory);
   return at::detail::empty_generic(
       size, c10::GetAllocator(c10::DeviceType::PrivateUse1), kSpyreKeys, c10::dtype_or_default(dtype), memory_format);
 }
@@ -47,7 +50,7 @@ at::Tensor empty_strided(
     std::optional<at::Device> device,
     std::optional<bool> pin_memory) {
   record_op("aten::empty_strided");
-  check_options(layout, pin_memory);
+  check_options(device, layout, pin_memory);
   return at::detail::empty_strided_generic(
       size, stride, c10::GetAllocator(c10::DeviceType::PrivateUse1), kSpyreKeys, c10::dtype_or_default(dtype));
 }

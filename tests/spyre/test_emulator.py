@@ -27,6 +27,8 @@ def test_tensors_on_the_device(spyre_device):
     torch.testing.assert_close(d * 2 + 1, (x * 2 + 1).to("spyre"))
     with pytest.raises(AssertionError):
         torch.testing.assert_close(d, (x + 1).to("spyre"))
+    with pytest.raises(RuntimeError, match="there is one device, spyre:0; got spyre:1"):
+        torch.empty(2, device="spyre:1")
 
 
 def test_device_module(spyre_device):
