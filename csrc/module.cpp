@@ -23,21 +23,12 @@ PyObject* call(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
-PyObject* register_spyre_kernels(PyObject*, PyObject*) {
-  try {
-    spyre_ops::spyre::register_kernels();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
-}
-
 // The Spyre compute dtype, by name: "float16" or "float32".
 PyObject* spyre_compute_dtype(PyObject*, PyObject*) {
   return PyUnicode_FromString(spyre_ops::spyre::compute_dtype() == at::kFloat ? "float32" : "float16");
 }
 
+// Sets it, by name; anything else is a ValueError.
 PyObject* set_spyre_compute_dtype(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (name == nullptr) {
@@ -59,7 +50,7 @@ PyMethodDef methods[] = {
      "Register the CPU kernels of the spyre ops (idempotent)."},
     {"register_autograd_kernels", call<spyre_ops::register_autograd_kernels>, METH_NOARGS,
      "Register the Autograd kernels of the spyre ops (idempotent)."},
-    {"register_spyre_kernels", register_spyre_kernels, METH_NOARGS,
+    {"register_spyre_kernels", call<spyre_ops::spyre::register_kernels>, METH_NOARGS,
      "Register the Spyre (PrivateUse1) kernels of the spyre ops (idempotent)."},
     {"spyre_compute_dtype", spyre_compute_dtype, METH_NOARGS,
      "The dtype the Spyre kernels compute in: 'float16' or 'float32'."},
