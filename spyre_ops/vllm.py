@@ -1,0 +1,307 @@
+"""vLLM integration: the ``"spyre"`` provider of vLLM IR's RMSNorm ops.
+
+vLLM IR (``vllm.ir``, vLLM 0.32 and 0.33) lets a package add *providers* to an
+IR op. :func:`register` adds a provider named ``"spyre"`` to
+
+* ``vllm.ir.ops.rms_norm``: its body is one call of ``torch.ops.spyre.rms_norm``;
+* ``vllm.ir.ops.fused_add_rms_norm``: an in-place provider whose body is one call
+  of ``torch.ops.spyre.fused_add_rms_norm_`` (it writes the output into ``x``
+  and ``x + x_residual`` into ``x_residual`` and returns those two tensors;
+  vLLM clones the activations first when the functional overload is called).
+
+Because the body is a single library op, vLLM's IR lowering pass traces it into
+the compiled graph as one ``spyre.*`` node, and the same op runs in eager mode.
+
+The package declares the ``vllm.general_plugins`` entry point ``spyre_ops =
+spyre_ops.vllm:register``, so vLLM registers the provider in every process it
+starts; a platform selects it with :func:`default_ir_op_priority` or a user with
+``kernel_config={"ir_op_priority": {"rms_norm": "spyre,native", ...}}``.
+
+vLLM IR is deprecated in vLLM 0.33 and removed in 0.34. Without it (or without
+vLLM at all) importing this module still works and :func:`register` returns
+``False`` after logging why. :func:`register_oot_rms_norm` is the route that
+does not need vLLM IR: it replaces vLLM's ``RMSNorm`` layer with a subclass whose
+``forward_oot`` calls the library ops (used on out-of-tree platforms such as
+Spyre when ``RMSNorm`` is enabled as a custom op).
+"""
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import spyre_ops  # noqa: F401  (makes torch.ops.spyre.* exist)
+
+__all__ = [
+    "PROVIDER",
+    "SUPPORTED_DEVICE_TYPES",
+    "default_ir_op_priority",
+    "is_registered",
+    "register",
+    "register_oot_rms_norm",
+    "rms_norm_supports_args",
+    "fused_add_rms_norm_supports_args",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The provider name under which the ops are registered with vLLM IR.
+PROVIDER = "spyre"
+
+#: Device types the library has kernels for.
+SUPPORTED_DEVICE_TYPES = frozenset({"cpu", "spyre"})
+
+_FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+#: Why the last :func:`register` call did not register (``None`` after a success).
+reason_not_registered: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# Argument checks (vLLM calls them on every dispatch: keep them cheap).
+# Their parameters must match the native op's names and defaults exactly.
+# ---------------------------------------------------------------------------
+
+
+def _weight_ok(x: Tensor, weight: Tensor | None) -> bool:
+    if weight is None:
+        return True
+    # Native computes ``x.to(weight.dtype) * weight``: the library's single
+    # rounding matches that when the weight has x's dtype or is float32.
+    return (
+        isinstance(weight, Tensor)
+        and weight.device == x.device
+        and (weight.dtype == x.dtype or weight.dtype == torch.float32)
+        and weight.dim() == 1
+        and weight.shape[0] == x.shape[-1]
+    )
+
+
+def _activation_ok(x: Any) -> bool:
+    return (
+        isinstance(x, Tensor)
+        and x.dtype in _FLOAT_DTYPES
+        and x.device.type in SUPPORTED_DEVICE_TYPES
+        and x.dim() >= 1
+    )
+
+
+def rms_norm_supports_args(
+    x: Tensor, weight: Tensor | None, epsilon: float, variance_size: int | None = None
+) -> bool:
+    """Whether the spyre provider serves these ``rms_norm`` arguments: a float
+    ``x`` on cpu or spyre, a matching (or absent) weight, no ``variance_size``."""
+    return variance_size is None and _activation_ok(x) and _weight_ok(x, weight)
+
+
+def fused_add_rms_norm_supports_args(
+    x: Tensor,
+    x_residual: Tensor,
+    weight: Tensor | None,
+    epsilon: float,
+    variance_size: int | None = None,
+) -> bool:
+    """Whether the spyre provider serves these ``fused_add_rms_norm`` arguments:
+    as :func:`rms_norm_supports_args`, with ``x_residual`` of ``x``'s shape,
+    dtype and device."""
+    return (
+        variance_size is None
+        and _activation_ok(x)
+        and isinstance(x_residual, Tensor)
+        and x_residual.dtype == x.dtype
+        and x_residual.device == x.device
+        and x_residual.shape == x.shape
+        and _weight_ok(x, weight)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Provider bodies: one library op each, same signature as vLLM's native impls.
+# ---------------------------------------------------------------------------
+
+
+def spyre_rms_norm(
+    x: Tensor, weight: Tensor | None, epsilon: float, variance_size: int | None = None
+) -> Tensor:
+    """``vllm.ir.ops.rms_norm`` served by ``torch.ops.spyre.rms_norm``."""
+    return torch.ops.spyre.rms_norm(x, [x.shape[-1]], weight, epsilon)
+
+
+def spyre_fused_add_rms_norm(
+    x: Tensor,
+    x_residual: Tensor,
+    weight: Tensor | None,
+    epsilon: float,
+    variance_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``vllm.ir.ops.fused_add_rms_norm`` served in place by
+    ``torch.ops.spyre.fused_add_rms_norm_``: returns ``(x, x_residual)`` after
+    writing the normalized output into ``x`` and ``x + x_residual`` into ``x_residual``."""
+    torch.ops.spyre.fused_add_rms_norm_(x, x_residual, [x.shape[-1]], weight, epsilon)
+    return x, x_residual
+
+
+# ---------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------
+
+
+def _import_ir() -> Any:
+    """``vllm.ir`` if it can be imported, else ``None`` with the reason recorded."""
+    global reason_not_registered
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        reason_not_registered = f"vLLM is not installed ({e})"
+        return None
+    try:
+        from vllm import ir
+    except ImportError as e:
+        version = getattr(vllm, "__version__", "unknown")
+        reason_not_registered = (
+            f"vLLM {version} has no vLLM IR (vllm.ir: {e}); vLLM IR exists in 0.32 and "
+            "0.33 only. Use spyre_ops.vllm.register_oot_rms_norm() instead."
+        )
+        return None
+    if not all(hasattr(ir.ops, name) for name in ("rms_norm", "fused_add_rms_norm")):
+        reason_not_registered = "this vLLM IR has no rms_norm/fused_add_rms_norm ops"
+        return None
+    return ir
+
+
+_PROVIDERS = (
+    # (IR op name, provider body, supports_args, inplace)
+    ("rms_norm", spyre_rms_norm, rms_norm_supports_args, False),
+    ("fused_add_rms_norm", spyre_fused_add_rms_norm, fused_add_rms_norm_supports_args, True),
+)
+
+
+def is_registered() -> bool:
+    """Whether vLLM IR's ops carry this package's ``"spyre"`` providers."""
+    try:
+        from vllm import ir
+    except ImportError:
+        return False
+    for name, body, _, _ in _PROVIDERS:
+        impl = getattr(ir.ops, name).impls.get(PROVIDER)
+        if impl is None or impl.impl_fn is not body:
+            return False
+    return True
+
+
+def register() -> bool:
+    """Register the ``"spyre"`` providers of ``vllm.ir.ops.rms_norm`` and
+    ``vllm.ir.ops.fused_add_rms_norm``.
+
+    Idempotent: calling it again (vLLM calls it in every process through the
+    ``vllm.general_plugins`` entry point) changes nothing. It selects nothing:
+    the providers run only where the IR op priority lists ``"spyre"``.
+
+    Returns:
+        ``True`` when the providers are registered (by this call or an earlier
+        one); ``False`` when vLLM or vLLM IR is missing, or another package
+        already registered a provider named ``"spyre"``. The reason is logged
+        (warning) and kept in :data:`reason_not_registered`.
+    """
+    global reason_not_registered
+    ir = _import_ir()
+    if ir is None:
+        logger.warning("spyre_ops: vLLM IR provider not registered: %s", reason_not_registered)
+        return False
+
+    for name, body, supports_args, inplace in _PROVIDERS:
+        op = getattr(ir.ops, name)
+        existing = op.impls.get(PROVIDER)
+        if existing is not None:
+            if existing.impl_fn is body:
+                continue
+            reason_not_registered = (
+                f"vllm.ir.ops.{name} already has a provider named {PROVIDER!r}, "
+                f"from {getattr(existing.impl_fn, '__module__', '?')}"
+            )
+            logger.warning("spyre_ops: vLLM IR provider not registered: %s", reason_not_registered)
+            return False
+        op.register_impl(PROVIDER, supported=True, supports_args=supports_args, inplace=inplace)(
+            body
+        )
+        logger.debug("spyre_ops: registered provider %r for vllm.ir.ops.%s", PROVIDER, name)
+    reason_not_registered = None
+    return True
+
+
+def default_ir_op_priority(vllm_config: Any = None) -> Any:
+    """An ``IrOpPriorityConfig`` for a platform's ``get_default_ir_op_priority``:
+    ``["spyre", "native"]`` for ``rms_norm`` and ``fused_add_rms_norm``,
+    ``["native"]`` for every other IR op.
+
+    ``vllm_config`` is accepted (and unused) so a platform can forward its own
+    argument. Registers the providers first; raises ``RuntimeError`` when that
+    is impossible (no vLLM IR).
+    """
+    if not register():
+        raise RuntimeError(f"spyre_ops: cannot use the spyre IR provider: {reason_not_registered}")
+    from vllm.config.kernel import IrOpPriorityConfig
+
+    priority = [PROVIDER, "native"]
+    return IrOpPriorityConfig.with_default(
+        ["native"], **{name: list(priority) for name, _, _, _ in _PROVIDERS}
+    )
+
+
+# ---------------------------------------------------------------------------
+# The route without vLLM IR: an out-of-tree RMSNorm layer
+# ---------------------------------------------------------------------------
+
+_oot_layer: type | None = None
+
+
+def _make_oot_layer(base: type) -> type:
+    class SpyreRMSNorm(base):  # type: ignore[misc, valid-type]
+        """vLLM's ``RMSNorm`` whose ``forward_oot`` calls the spyre library ops."""
+
+        def forward_oot(
+            self, x: Tensor, residual: Tensor | None = None
+        ) -> Tensor | tuple[Tensor, Tensor]:
+            if getattr(self, "variance_size_override", None) is not None:
+                return self.forward_native(x, residual)
+            has_weight = getattr(self, "has_weight", True)
+            weight = self.weight.data if has_weight else None
+            eps = self.variance_epsilon
+            if residual is None:
+                return torch.ops.spyre.rms_norm(x, [x.shape[-1]], weight, eps)
+            return torch.ops.spyre.fused_add_rms_norm(x, residual, [x.shape[-1]], weight, eps)
+
+    return SpyreRMSNorm
+
+
+def register_oot_rms_norm() -> type:
+    """Opt in to the out-of-tree ``RMSNorm`` layer (works with or without vLLM IR).
+
+    Registers, with ``CustomOp.register_oot(name="RMSNorm")``, a subclass of
+    vLLM's ``RMSNorm`` whose ``forward_oot`` calls ``torch.ops.spyre.rms_norm`` /
+    ``torch.ops.spyre.fused_add_rms_norm`` (``variance_size`` falls back to
+    ``forward_native``). vLLM then builds this class wherever a model asks for
+    ``RMSNorm``; ``forward_oot`` runs on out-of-tree platforms (such as Spyre)
+    when the op is enabled (``compilation_config.custom_ops`` with
+    ``"+RMSNorm"`` or ``"all"``); elsewhere the layer behaves as vLLM's own.
+
+    Idempotent. Returns the registered class. Raises ``RuntimeError`` if vLLM
+    is missing or another class is already registered as ``RMSNorm``.
+    """
+    global _oot_layer
+    try:
+        from vllm.model_executor.custom_op import CustomOp, op_registry_oot
+        from vllm.model_executor.layers.layernorm import RMSNorm
+    except ImportError as e:
+        raise RuntimeError(f"spyre_ops: vLLM's RMSNorm layer cannot be imported: {e}") from e
+    if _oot_layer is None:
+        _oot_layer = _make_oot_layer(RMSNorm)
+    registered = op_registry_oot.get("RMSNorm")
+    if registered is None:
+        CustomOp.register_oot(name="RMSNorm")(_oot_layer)
+    elif registered is not _oot_layer:
+        raise RuntimeError(
+            f"spyre_ops: another out-of-tree RMSNorm is already registered: {registered!r}"
+        )
+    return _oot_layer
