@@ -1,8 +1,9 @@
 """A real vLLM engine (CPU, tiny seeded Llama) with IR priority ``spyre,native``:
 generation works, the library op ran for every RMSNorm call, and the
-log-probabilities match the same engine with ``native``.
+log-probabilities match the same engine with ``native``; then the same with
+vLLM's torch.compile (as set up by its CPU platform) instead of eager mode.
 
-The engine runs in a subprocess (vllm_engine_run.py), which writes what it saw
+The engines run in subprocesses (vllm_engine_run.py), which write what they saw
 as JSON; the assertions are here.
 """
 
@@ -25,16 +26,40 @@ LOGPROB_ATOL = 0.2
 LOGPROB_MEAN_ATOL = 0.05
 
 
-@pytest.fixture(scope="module")
-def engine_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("engine") / "result.json"
+def _run_engine(tmp_path_factory, mode: str) -> dict:
+    out = tmp_path_factory.mktemp(f"engine-{mode}") / "result.json"
     env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--out", str(out), "--mode", mode],
         env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    print(f"vLLM engine ({mode}): {result['total_seconds']:.1f} s in the subprocess, "
+          f"engine start {result['engine_start_seconds']:.1f} s")
+    return result
+
+
+@pytest.fixture(scope="module")
+def engine_result(tmp_path_factory):
+    return _run_engine(tmp_path_factory, "eager")
+
+
+@pytest.fixture(scope="module")
+def compiled_result(tmp_path_factory):
+    return _run_engine(tmp_path_factory, "compiled")
+
+
+def _logprob_diffs(a: list[dict], b: list[dict]) -> list[float]:
+    diffs = []
+    for s, n in zip(a, b, strict=True):
+        assert len(s["tokens"]) == len(n["tokens"]) == 8
+        assert len(s["prompt_logprobs"]) == len(n["prompt_logprobs"]) > 1
+        for x, y in zip(s["prompt_logprobs"], n["prompt_logprobs"]):
+            assert (x is None) == (y is None)
+            if x is not None:
+                diffs.append(abs(x - y))
+    return diffs
 
 
 def test_registered_by_the_entry_point(engine_result):
@@ -69,14 +94,24 @@ def test_generation_and_logprobs_match_native(engine_result):
     spyre = engine_result["runs"]["spyre"]["outputs"]
     native = engine_result["runs"]["native"]["outputs"]
     assert len(spyre) == len(native) == 3
-    diffs = []
-    for s, n in zip(spyre, native):
-        assert len(s["tokens"]) == len(n["tokens"]) == 8
-        assert len(s["prompt_logprobs"]) == len(n["prompt_logprobs"]) > 1
-        for a, b in zip(s["prompt_logprobs"], n["prompt_logprobs"]):
-            assert (a is None) == (b is None)
-            if a is not None:
-                diffs.append(abs(a - b))
+    diffs = _logprob_diffs(spyre, native)
     assert len(diffs) >= 100
+    assert max(diffs) <= LOGPROB_ATOL, max(diffs)
+    assert sum(diffs) / len(diffs) <= LOGPROB_MEAN_ATOL, sum(diffs) / len(diffs)
+
+
+def test_compiled_engine_ran_the_library_op_for_every_rms_norm(compiled_result, engine_result):
+    """Under vLLM's compile the layer hooks don't run; the same prompts and steps
+    make as many norm calls as in eager mode, and every one is a library op."""
+    run = compiled_result["runs"]["spyre"]
+    assert run["priority"] == engine_result["runs"]["spyre"]["priority"]
+    eager_calls = engine_result["runs"]["spyre"]["layer_calls"]
+    assert run["counts"]["spyre::rms_norm"] == eager_calls["plain"] > 0
+    assert run["counts"]["spyre::fused_add_rms_norm_"] == eager_calls["fused"]
+
+
+def test_compiled_engine_logprobs_match_native(compiled_result, engine_result):
+    diffs = _logprob_diffs(compiled_result["runs"]["spyre"]["outputs"],
+                           engine_result["runs"]["native"]["outputs"])
     assert max(diffs) <= LOGPROB_ATOL, max(diffs)
     assert sum(diffs) / len(diffs) <= LOGPROB_MEAN_ATOL, sum(diffs) / len(diffs)

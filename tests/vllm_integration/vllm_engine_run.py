@@ -1,5 +1,13 @@
-"""One real vLLM engine on CPU with a tiny seeded Llama, run twice: IR priority
-``spyre,native`` (from ``kernel_config``), then ``native`` only.
+"""One real vLLM engine on CPU with a tiny seeded Llama, with IR priority
+``spyre,native`` (from ``kernel_config``).
+
+``--mode eager`` (``enforce_eager``): IR ops dispatch at each call, so the same
+engine is run twice, with ``spyre,native`` and then ``native`` only.
+``--mode compiled``: vLLM's torch.compile as its CPU platform sets it up
+(Dynamo trace-once with the IR torch-op wrapping off, so Dynamo traces the
+selected provider's body, the library op, straight into the graph; the IR
+lowering pass itself is exercised by test_vllm_ir_compile.py): one run, as
+priorities are fixed at compile time.
 
 Run as a script (the engine may start processes, hence the ``__main__`` guard);
 tests/vllm_integration/test_vllm_engine.py runs it in a subprocess and checks
@@ -119,6 +127,7 @@ def summarize(outputs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the JSON result")
+    parser.add_argument("--mode", choices=["eager", "compiled"], default="eager")
     args = parser.parse_args()
 
     from vllm import LLM, SamplingParams
@@ -132,7 +141,7 @@ def main() -> None:
             skip_tokenizer_init=True,
             dtype="bfloat16",
             max_model_len=256,
-            enforce_eager=True,
+            enforce_eager=args.mode == "eager",
             seed=0,
             kernel_config={
                 "ir_op_priority": {"rms_norm": PRIORITY, "fused_add_rms_norm": PRIORITY}
@@ -154,7 +163,10 @@ def main() -> None:
         )
 
         result = {"registered_by_entry_point": registered_by_entry_point, "runs": {}}
-        for name, priority in (("spyre", None), ("native", ["native"])):
+        runs = [("spyre", None)]
+        if args.mode == "eager":
+            runs.append(("native", ["native"]))
+        for name, priority in runs:
             if priority is not None:
                 ir.ops.rms_norm.set_default(priority)
                 ir.ops.fused_add_rms_norm.set_default(priority)
@@ -173,6 +185,7 @@ def main() -> None:
             }
         result["engine_start_seconds"] = engine_ready - started
         result["total_seconds"] = time.perf_counter() - started
+        result["mode"] = args.mode
         result["num_layers"] = NUM_LAYERS
         result["num_rms_norm_layers"] = num_rms_norm_layers
 
