@@ -37,6 +37,7 @@ __all__ = [
     "PROVIDER",
     "SUPPORTED_DEVICE_TYPES",
     "default_ir_op_priority",
+    "has_kernel",
     "is_registered",
     "register",
     "register_oot_rms_norm",
@@ -78,12 +79,32 @@ def _weight_ok(x: Tensor, weight: Tensor | None) -> bool:
     )
 
 
-def _activation_ok(x: Any) -> bool:
+#: (op, device type) pairs found to have a kernel; only positive answers are
+#: kept, as a kernel may be registered later (the Spyre kernels, by torch-spyre).
+_kernel_found: set[tuple[str, str]] = {("spyre::rms_norm", "cpu"), ("spyre::fused_add_rms_norm_", "cpu")}
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether ``op`` (e.g. ``"spyre::rms_norm"``) can run on ``device_type``:
+    one of :data:`SUPPORTED_DEVICE_TYPES` with a kernel (direct or composite)
+    for its dispatch key (``spyre`` is PyTorch's PrivateUse1 device)."""
+    if (op, device_type) in _kernel_found:
+        return True
+    if device_type not in SUPPORTED_DEVICE_TYPES:
+        return False
+    key = "PrivateUse1" if device_type == "spyre" else device_type.upper()
+    found = torch._C._dispatch_has_computed_kernel_for_dispatch_key(op, key)
+    if found:
+        _kernel_found.add((op, device_type))
+    return found
+
+
+def _activation_ok(x: Any, op: str) -> bool:
     return (
         isinstance(x, Tensor)
         and x.dtype in _FLOAT_DTYPES
-        and x.device.type in SUPPORTED_DEVICE_TYPES
         and x.dim() >= 1
+        and has_kernel(op, x.device.type)
     )
 
 
@@ -91,8 +112,11 @@ def rms_norm_supports_args(
     x: Tensor, weight: Tensor | None, epsilon: float, variance_size: int | None = None
 ) -> bool:
     """Whether the spyre provider serves these ``rms_norm`` arguments: a float
-    ``x`` on cpu or spyre, a matching (or absent) weight, no ``variance_size``."""
-    return variance_size is None and _activation_ok(x) and _weight_ok(x, weight)
+    ``x`` on a device the library has a kernel for (cpu; spyre once its kernel
+    is registered), a matching (or absent) weight, no ``variance_size``."""
+    return (
+        variance_size is None and _activation_ok(x, "spyre::rms_norm") and _weight_ok(x, weight)
+    )
 
 
 def fused_add_rms_norm_supports_args(
@@ -107,7 +131,7 @@ def fused_add_rms_norm_supports_args(
     dtype and device."""
     return (
         variance_size is None
-        and _activation_ok(x)
+        and _activation_ok(x, "spyre::fused_add_rms_norm_")
         and isinstance(x_residual, Tensor)
         and x_residual.dtype == x.dtype
         and x_residual.device == x.device

@@ -4,14 +4,9 @@ vLLM picks its platform at import: these tests run it on CPU.
 """
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-# tests/reference.py (the float64 references) lives one directory up.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytest  # noqa: E402
 

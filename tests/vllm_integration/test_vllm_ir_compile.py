@@ -7,6 +7,9 @@ import torch
 from torch._inductor import config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
+# force_disable_caches (each test must compile, not reuse) makes Dynamo say so
+pytestmark = pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+
 PRIORITY = ["spyre", "native"]
 EPS = 1e-6
 

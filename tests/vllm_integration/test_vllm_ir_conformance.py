@@ -124,10 +124,29 @@ def test_supports_args_refuses_what_the_library_cannot_serve(ir):
     assert not ok(x.to("meta"), None, 1e-6)  # no kernel for this device
     assert not ok(x, w.half(), 1e-6)  # native would round x to fp16 first
     assert not ok(x, torch.randn(32), 1e-6)  # weight of the wrong length
+    assert not ok(torch.empty(4, 64, dtype=torch.float16, device="meta"), None, 1e-6)
     fok = spyre_vllm.fused_add_rms_norm_supports_args
     assert fok(x, x.clone(), w, 1e-6)
     assert not fok(x, x.half(), w, 1e-6)
     assert not fok(x, x[:2].clone(), w, 1e-6)
+
+
+def test_has_kernel():
+    for op in ("spyre::rms_norm", "spyre::fused_add_rms_norm_"):
+        assert spyre_vllm.has_kernel(op, "cpu")
+        assert not spyre_vllm.has_kernel(op, "meta")  # not a device the library serves
+        assert not spyre_vllm.has_kernel(op, "cuda")
+
+
+def test_has_kernel_sees_a_spyre_kernel_registered_later():
+    lib = torch.library.Library("spyre_ops_vllm_test", "FRAGMENT")
+    lib.define("probe(Tensor x) -> Tensor")
+    lib.impl("probe", lambda x: x.clone(), "CPU")
+    op = "spyre_ops_vllm_test::probe"
+    assert spyre_vllm.has_kernel(op, "cpu")
+    assert not spyre_vllm.has_kernel(op, "spyre")  # no PrivateUse1 kernel yet
+    lib.impl("probe", lambda x: x.clone(), "PrivateUse1")
+    assert spyre_vllm.has_kernel(op, "spyre")
 
 
 def test_dispatch_without_spyre_in_priority_is_native(ir):

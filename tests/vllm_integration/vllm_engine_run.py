@@ -151,9 +151,10 @@ def main() -> None:
         # in-process engine (no multiprocessing): the hooks count into this process
         (num_rms_norm_layers,) = llm.apply_model(count_rms_norm_layers)
 
-        import spyre_ops.vllm as spyre_vllm  # only to ask; vLLM already loaded it
+        loaded_by_vllm = "spyre_ops.vllm" in sys.modules  # this script never imported it
+        import spyre_ops.vllm as spyre_vllm  # only to ask (importing registers nothing)
 
-        registered_by_entry_point = "spyre_ops.vllm" in sys.modules and spyre_vllm.is_registered()
+        registered_by_entry_point = loaded_by_vllm and spyre_vllm.is_registered()
         prompts = [
             {"prompt_token_ids": [(7 * i + 31 * p) % (VOCAB - 3) + 3 for i in range(40 + 5 * p)]}
             for p in range(3)
