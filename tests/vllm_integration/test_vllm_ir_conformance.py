@@ -199,3 +199,30 @@ def test_provider_body_is_one_library_op(ir):
         spyre_vllm.spyre_rms_norm(x, weight, epsilon)
     top_level = [e.name for e in prof.events() if e.cpu_parent is None]
     assert top_level == ["spyre::rms_norm"], top_level
+
+
+def test_strided_activations(ir):
+    """Views such as a slice of a fused qkv projection: the spyre provider
+    normalizes them, and the in-place one writes through the view."""
+    op, fop = ir.ops.rms_norm, ir.ops.fused_add_rms_norm
+    base = torch.randn(17, 3 * 1024, dtype=torch.bfloat16)
+    x = base[:, 1024:2048]  # rows 3072 apart: not contiguous
+    weight = torch.randn(1024, dtype=torch.bfloat16)
+    tol = op.get_tolerance(torch.bfloat16)
+    with op.set_priority(PRIORITY):
+        assert op.dispatch(x, weight, EPS).provider == "spyre"
+        out = op(x, weight, EPS)
+    torch.testing.assert_close(out, op.impls["native"].impl_fn(x, weight, EPS), **tol)
+
+    residual_base = torch.randn(17, 2048, dtype=torch.bfloat16)
+    residual = residual_base[:, ::2]  # every other column
+    expected_out, expected_residual = fop.impls["native"].impl_fn(x, residual, weight, EPS)
+    untouched = base[:, :1024].clone(), base[:, 2048:].clone(), residual_base[:, 1::2].clone()
+    with fop.set_priority(PRIORITY):
+        out, new_residual = fop.maybe_inplace(x, residual, weight, EPS)
+    assert out.data_ptr() == x.data_ptr() and new_residual.data_ptr() == residual.data_ptr()
+    torch.testing.assert_close(base[:, 1024:2048], expected_out, **tol)
+    torch.testing.assert_close(residual_base[:, ::2], expected_residual, **tol)
+    # nothing outside the views was written
+    assert torch.equal(base[:, :1024], untouched[0]) and torch.equal(base[:, 2048:], untouched[1])
+    assert torch.equal(residual_base[:, 1::2], untouched[2])
