@@ -234,18 +234,20 @@ def register() -> bool:
         logger.warning("spyre_ops: vLLM IR provider not registered: %s", reason_not_registered)
         return False
 
-    for name, body, supports_args, inplace in _PROVIDERS:
-        op = getattr(ir.ops, name)
-        existing = op.impls.get(PROVIDER)
-        if existing is not None:
-            if existing.impl_fn is body:
-                continue
+    # Check every op before registering any, so that a conflict registers nothing.
+    for name, body, _, _ in _PROVIDERS:
+        existing = getattr(ir.ops, name).impls.get(PROVIDER)
+        if existing is not None and existing.impl_fn is not body:
             reason_not_registered = (
                 f"vllm.ir.ops.{name} already has a provider named {PROVIDER!r}, "
                 f"from {getattr(existing.impl_fn, '__module__', '?')}"
             )
             logger.warning("spyre_ops: vLLM IR provider not registered: %s", reason_not_registered)
             return False
+    for name, body, supports_args, inplace in _PROVIDERS:
+        op = getattr(ir.ops, name)
+        if PROVIDER in op.impls:
+            continue
         op.register_impl(PROVIDER, supported=True, supports_args=supports_args, inplace=inplace)(
             body
         )

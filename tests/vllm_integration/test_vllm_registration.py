@@ -37,15 +37,17 @@ FOREIGN = """
 import torch
 from vllm import ir
 
-@ir.ops.rms_norm.register_impl("spyre")
-def other(x: torch.Tensor, weight: torch.Tensor | None, epsilon: float,
-          variance_size: int | None = None) -> torch.Tensor:
-    return ir.ops.rms_norm.impls["native"].impl_fn(x, weight, epsilon, variance_size)
+# someone else's "spyre" provider for the second op only: spyre_ops must register neither
+@ir.ops.fused_add_rms_norm.register_impl("spyre")
+def other(x: torch.Tensor, x_residual: torch.Tensor, weight: torch.Tensor | None,
+          epsilon: float, variance_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    return ir.ops.fused_add_rms_norm.impls["native"].impl_fn(x, x_residual, weight, epsilon)
 
 import spyre_ops.vllm as v
 print("REGISTERED", v.register())
 print("REASON", v.reason_not_registered)
-print("KEPT", ir.ops.rms_norm.impls["spyre"] is other)  # register_impl returns the impl
+print("KEPT", ir.ops.fused_add_rms_norm.impls["spyre"] is other)  # register_impl returns the impl
+print("RMS_NORM_SPYRE", "spyre" in ir.ops.rms_norm.impls)
 """
 
 
@@ -54,5 +56,6 @@ def test_foreign_spyre_provider_is_left_alone():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "REGISTERED False" in proc.stdout
-    assert "already has a provider named 'spyre'" in proc.stdout
+    assert "fused_add_rms_norm already has a provider named 'spyre'" in proc.stdout
     assert "KEPT True" in proc.stdout
+    assert "RMS_NORM_SPYRE False" in proc.stdout
