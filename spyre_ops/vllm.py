@@ -81,7 +81,10 @@ def _weight_ok(x: Tensor, weight: Tensor | None) -> bool:
 
 #: (op, device type) pairs found to have a kernel; only positive answers are
 #: kept, as a kernel may be registered later (the Spyre kernels, by torch-spyre).
-_kernel_found: set[tuple[str, str]] = {("spyre::rms_norm", "cpu"), ("spyre::fused_add_rms_norm_", "cpu")}
+_kernel_found: set[tuple[str, str]] = {
+    ("spyre::rms_norm", "cpu"),
+    ("spyre::fused_add_rms_norm_", "cpu"),
+}
 
 
 def has_kernel(op: str, device_type: str) -> bool:
