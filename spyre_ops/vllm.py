@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import spyre_ops  # noqa: F401  (makes torch.ops.spyre.* exist)
+import spyre_ops  # makes torch.ops.spyre.* exist; spyre_ops.spyre: the compute dtype
 
 __all__ = [
     "PROVIDER",
@@ -108,7 +108,15 @@ def _activation_ok(x: Any, op: str) -> bool:
         and x.dtype in _FLOAT_DTYPES
         and x.dim() >= 1
         and has_kernel(op, x.device.type)
+        and not (x.device.type == "spyre" and not _spyre_meets_dtype(x.dtype))
     )
+
+
+def _spyre_meets_dtype(dtype: torch.dtype) -> bool:
+    # The Spyre kernels compute float32 input in fp16 unless the compute dtype is
+    # float32 (spyre_ops.spyre.set_compute_dtype): fp16 accuracy is not vLLM's
+    # float32 tolerance, so such calls are left to the next provider.
+    return dtype != torch.float32 or spyre_ops.spyre.compute_dtype() == torch.float32
 
 
 def rms_norm_supports_args(
@@ -116,7 +124,8 @@ def rms_norm_supports_args(
 ) -> bool:
     """Whether the spyre provider serves these ``rms_norm`` arguments: a float
     ``x`` on a device the library has a kernel for (cpu; spyre once its kernel
-    is registered), a matching (or absent) weight, no ``variance_size``."""
+    is registered; on spyre, float32 only with the float32 compute dtype), a
+    matching (or absent) weight, no ``variance_size``."""
     return (
         variance_size is None and _activation_ok(x, "spyre::rms_norm") and _weight_ok(x, weight)
     )
