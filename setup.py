@@ -2,8 +2,16 @@
 and the emulated spyre device (a test instrument) as spyre_ops.emulator._C.
 
 Install with `pip install --no-build-isolation -e .` next to an installed torch
-(the Makefile does this). Build flags: -O3, and the vector instruction set of the
-build machine when SPYRE_OPS_NATIVE=1 (the default for local builds).
+(the Makefile does this). Build flags: -O3, and one SIMD capability for the CPU
+kernels, chosen by SPYRE_OPS_CPU_CAPABILITY:
+
+* ``auto`` (the default): the best the build machine has, of ``avx512`` and ``avx2``;
+* ``avx512``, ``avx2``: ATen's Vectorized<> on 512- or 256-bit registers (the same
+  instruction sets PyTorch compiles its own AVX512/AVX2 kernels for);
+* ``default``: no SIMD flags; runs on any x86-64 (or non-x86) CPU.
+
+The built module refuses to load its kernels, with a clear error, on a CPU that
+lacks the capability it was built for. SPYRE_OPS_NATIVE=0 still means ``default``.
 """
 
 import glob
@@ -13,11 +21,46 @@ from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 
+# Compiler flags per capability: ATen's Vectorized<> uses SIMD only when
+# CPU_CAPABILITY_AVX2/AVX512 is defined, whatever -m flags are given.
+CAPABILITY_FLAGS: dict[str, list[str]] = {
+    "avx512": ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512",
+               "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+    "avx2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
+    "default": ["-DCPU_CAPABILITY=DEFAULT"],
+}
+CAPABILITY_CPU_FLAGS: dict[str, set[str]] = {
+    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma", "f16c"},
+    "avx2": {"avx2", "fma", "f16c"},
+}
+
+
+def build_machine_capability() -> str:
+    """The best capability the build machine's CPU has (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    for capability in ("avx512", "avx2"):
+        if CAPABILITY_CPU_FLAGS[capability] <= flags:
+            return capability
+    return "default"
+
+
+def cpu_capability() -> str:
+    if os.environ.get("SPYRE_OPS_NATIVE") == "0":
+        return "default"
+    wanted = os.environ.get("SPYRE_OPS_CPU_CAPABILITY", "auto").lower()
+    if wanted == "auto":
+        return build_machine_capability()
+    if wanted not in CAPABILITY_FLAGS:
+        raise SystemExit(f"SPYRE_OPS_CPU_CAPABILITY must be auto, {', '.join(CAPABILITY_FLAGS)}; got {wanted!r}")
+    return wanted
+
+
 def cxx_flags() -> list[str]:
-    flags = ["-O3", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
-    if os.environ.get("SPYRE_OPS_NATIVE", "1") == "1":
-        flags.append("-march=native")
-    return flags
+    return ["-O3", "-fvisibility=hidden", "-Wno-unknown-pragmas", *CAPABILITY_FLAGS[cpu_capability()]]
 
 
 def sources(folder: str) -> list[str]:

@@ -102,4 +102,14 @@ void check_residual(const char* op, const at::Tensor& x, const at::Tensor& resid
       op, ": residual has dtype ", dtype_str(residual.scalar_type()), " but x has dtype ", dtype_str(x.scalar_type()));
 }
 
+void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
+  check_same_device(op, "out", x, out);
+  TORCH_CHECK(
+      out.sizes().equals(x.sizes()),
+      op, ": out has shape ", shape_str(out.sizes()), " but x has shape ", shape_str(x.sizes()));
+  TORCH_CHECK(
+      out.scalar_type() == x.scalar_type(),
+      op, ": out has dtype ", dtype_str(out.scalar_type()), " but x has dtype ", dtype_str(x.scalar_type()));
+}
+
 }  // namespace spyre_ops

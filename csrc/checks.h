@@ -28,4 +28,7 @@ RowShape check_rms_norm_args(
 // Checks that residual can be added to x (same shape, dtype, device).
 void check_residual(const char* op, const at::Tensor& x, const at::Tensor& residual);
 
+// Checks that `out` can receive the result for x (same shape, dtype, device).
+void check_out(const char* op, const at::Tensor& x, const at::Tensor& out);
+
 }  // namespace spyre_ops

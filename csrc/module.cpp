@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "autograd.h"
+#include "cpu/capability.h"
 #include "cpu/kernels.h"
 #include "spyre/kernels.h"
 
@@ -45,6 +46,10 @@ PyObject* set_spyre_compute_dtype(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
+PyObject* cpu_capability(PyObject*, PyObject*) {
+  return PyUnicode_FromString(spyre_ops::cpu::compiled_capability());
+}
+
 PyMethodDef methods[] = {
     {"register_cpu_kernels", call<spyre_ops::cpu::register_kernels>, METH_NOARGS,
      "Register the CPU kernels of the spyre ops (idempotent)."},
@@ -56,6 +61,8 @@ PyMethodDef methods[] = {
      "The dtype the Spyre kernels compute in: 'float16' or 'float32'."},
     {"set_spyre_compute_dtype", set_spyre_compute_dtype, METH_O,
      "Set the dtype the Spyre kernels compute in: 'float16' or 'float32'."},
+    {"cpu_capability", cpu_capability, METH_NOARGS,
+     "The SIMD capability the CPU kernels were built for: avx512+bf16, avx512, avx2 or default."},
     {nullptr, nullptr, 0, nullptr},
 };
 

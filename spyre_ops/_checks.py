@@ -93,3 +93,17 @@ def check_residual(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
         residual.dtype == x.dtype,
         lambda: f"{op}: residual has dtype {residual.dtype} but x has dtype {x.dtype}",
     )
+
+
+def check_out(op: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Checks that ``out`` can receive the result for x: same device, shape and dtype."""
+    _check_same_device(op, "out", x, out)
+    _check_same_shape(
+        out.shape,
+        x.shape,
+        lambda: f"{op}: out has shape {_shape_str(out.shape)} but x has shape {_shape_str(x.shape)}",
+    )
+    torch._check(
+        out.dtype == x.dtype,
+        lambda: f"{op}: out has dtype {out.dtype} but x has dtype {x.dtype}",
+    )

@@ -21,12 +21,17 @@ from . import _C
 
 NAMESPACE = "spyre"
 
-#: The schemas of the ops this package provides, by op name. ``rms_norm`` is,
-#: to the letter, the schema torch-spyre gives its own ``spyre::rms_norm``.
+#: The schemas of the ops this package provides, by op name (``name.overload``
+#: for an overload). ``rms_norm`` is, to the letter, the schema torch-spyre
+#: gives its own ``spyre::rms_norm``.
 SCHEMAS: dict[str, str] = {
     "rms_norm": (
         "rms_norm(Tensor x, SymInt[] normalized_shape, Tensor? weight=None, "
         "float eps=1e-05) -> Tensor"
+    ),
+    "rms_norm.out": (
+        "rms_norm.out(Tensor x, SymInt[] normalized_shape, Tensor? weight=None, "
+        "float eps=1e-05, *, Tensor(a!) out) -> Tensor(a!)"
     ),
     "fused_add_rms_norm": (
         "fused_add_rms_norm(Tensor x, Tensor residual, SymInt[] normalized_shape, "
@@ -50,9 +55,10 @@ adopted: list[str] = []
 
 
 def _existing_schema(name: str) -> torch._C.FunctionSchema | None:
-    """The schema of ``spyre::<name>`` (default overload), if anything defined it."""
-    for schema in torch._C._jit_get_schemas_for_operator(f"{NAMESPACE}::{name}"):
-        if schema.overload_name == "":
+    """The schema of ``spyre::<name>`` (``op`` or ``op.overload``), if anything defined it."""
+    op, _, overload = name.partition(".")
+    for schema in torch._C._jit_get_schemas_for_operator(f"{NAMESPACE}::{op}"):
+        if schema.overload_name == overload:
             return schema
     return None
 

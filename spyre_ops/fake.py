@@ -26,6 +26,21 @@ def rms_norm(
     return x.new_empty(x.shape)
 
 
+@torch.library.register_fake("spyre::rms_norm.out", lib=lib)
+def rms_norm_out(
+    x: torch.Tensor,
+    normalized_shape: Sequence[int],
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    op = "spyre::rms_norm.out"
+    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
+    _checks.check_out(op, x, out)
+    return out
+
+
 @torch.library.register_fake("spyre::fused_add_rms_norm", lib=lib)
 def fused_add_rms_norm(
     x: torch.Tensor,

@@ -24,6 +24,8 @@ def rms_norm(
     normalized_shape: ShapeLike,
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Root-mean-square normalization over the trailing ``normalized_shape`` dims of ``x``.
 
@@ -38,13 +40,17 @@ def rms_norm(
         weight: optional scale of shape ``normalized_shape``, any of those float
             dtypes (a float32 weight with bfloat16 ``x`` is fine), on ``x``'s device.
         eps: finite, non-negative; added to the mean of squares.
+        out: optional preallocated result of ``x``'s shape, dtype and device
+            (any strides; may be ``x`` itself). Not differentiable.
 
     Returns:
-        A new contiguous tensor of ``x``'s shape and dtype.
+        A new contiguous tensor of ``x``'s shape and dtype, or ``out``.
 
     Raises:
         RuntimeError: for a shape, dtype or device mismatch, or a bad ``eps``.
     """
+    if out is not None:
+        return torch.ops.spyre.rms_norm.out(x, _as_shape(normalized_shape), weight, eps, out=out)
     return torch.ops.spyre.rms_norm(x, _as_shape(normalized_shape), weight, eps)
 
 

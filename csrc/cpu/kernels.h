@@ -14,6 +14,14 @@ at::Tensor rms_norm(
     const std::optional<at::Tensor>& weight,
     double eps);
 
+// rms_norm into a preallocated `out` of x's shape, dtype and device (any strides).
+at::Tensor& rms_norm_out(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps,
+    at::Tensor& out);
+
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
     const at::Tensor& x,
     const at::Tensor& residual,
@@ -37,7 +45,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
     const std::optional<at::Tensor>& weight,
     double eps);
 
-// Registers the kernels above for the CPU dispatch key. Idempotent.
+// Registers the kernels above for the CPU dispatch key. Idempotent. Throws if
+// this CPU lacks the SIMD capability the kernels were compiled for.
 void register_kernels();
 
 }  // namespace spyre_ops::cpu

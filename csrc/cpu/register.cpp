@@ -5,6 +5,8 @@
 
 #include <memory>
 
+#include "../functionalize_out.h"
+#include "capability.h"
 #include "kernels.h"
 
 namespace spyre_ops::cpu {
@@ -14,12 +16,15 @@ void register_kernels() {
   if (lib) {
     return;
   }
+  check_cpu_supports_build();
   lib = std::make_unique<torch::Library>(
       torch::Library::IMPL, "spyre", c10::DispatchKey::CPU, __FILE__, __LINE__);
   lib->impl("rms_norm", TORCH_FN(rms_norm));
+  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out));
   lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm));
   lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_));
   lib->impl("rms_norm_backward", TORCH_FN(rms_norm_backward));
+  register_out_functionalization();
 }
 
 }  // namespace spyre_ops::cpu

@@ -1,4 +1,4 @@
-// CPU forward kernels: rms_norm, fused_add_rms_norm, fused_add_rms_norm_.
+// CPU forward kernels: rms_norm, rms_norm.out, fused_add_rms_norm, fused_add_rms_norm_.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -55,6 +55,33 @@ at::Tensor rms_norm(
   at::Tensor y = at::empty(x.sizes(), x.options());
   launch(xc, nullptr, nullptr, weight, y, shape, eps);
   return y;
+}
+
+at::Tensor& rms_norm_out(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps,
+    at::Tensor& out) {
+  const char* op = "spyre::rms_norm.out";
+  const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
+  check_out(op, x, out);
+  // out may be x itself (each row is read before it is written) but must not
+  // overlap it partially, nor itself.
+  at::assert_no_internal_overlap(out);
+  const at::MemOverlapStatus overlap = at::get_overlap_status(out, x);
+  TORCH_CHECK(
+      overlap != at::MemOverlapStatus::Partial && (overlap != at::MemOverlapStatus::Full || out.strides().equals(x.strides())),
+      op, ": out overlaps x without being x; pass out=x or a tensor that does not share x's memory");
+  const at::Tensor xc = x.contiguous();
+  if (out.is_contiguous()) {
+    launch(xc, nullptr, nullptr, weight, out, shape, eps);
+  } else {
+    at::Tensor y = at::empty(x.sizes(), x.options());
+    launch(xc, nullptr, nullptr, weight, y, shape, eps);
+    out.copy_(y);
+  }
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(

@@ -1,0 +1,67 @@
+#include "functionalize_out.h"
+
+#include <ATen/FunctionalTensorWrapper.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <memory>
+
+namespace spyre_ops {
+namespace {
+
+namespace fimpl = at::functionalization::impl;
+
+at::Tensor& rms_norm_out_functionalize(
+    const at::Tensor& x,
+    c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps,
+    at::Tensor& out) {
+  static const auto functional =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("spyre::rms_norm", "")
+          .typed<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double)>();
+  static const auto out_op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("spyre::rms_norm", "out")
+          .typed<at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&)>();
+  const bool functional_args = fimpl::isFunctionalTensor(x) || fimpl::isFunctionalTensor(weight);
+  if (!fimpl::isFunctionalTensor(out)) {
+    // Writing into a tensor functionalization does not track: only allowed
+    // when no input is functional either, and then it is a plain call.
+    TORCH_CHECK(
+        !functional_args,
+        "spyre::rms_norm.out: out is not a functional tensor but an input is; "
+        "mutating a non-functional tensor with a functional one is not allowed");
+    c10::impl::ExcludeDispatchKeyGuard guard(c10::DispatchKey::Functionalize);
+    return out_op.call(x, normalized_shape, weight, eps, out);
+  }
+  fimpl::sync(x);
+  fimpl::sync(weight);
+  const at::Tensor x_ = fimpl::isFunctionalTensor(x) ? fimpl::from_functional_tensor(x) : x;
+  const std::optional<at::Tensor> w_ = fimpl::isFunctionalTensor(weight) ? fimpl::from_functional_tensor(weight) : weight;
+  at::Tensor result;
+  {
+    c10::impl::ExcludeDispatchKeyGuard guard(c10::DispatchKey::Functionalize);
+    result = functional.call(x_, normalized_shape, w_, eps);
+  }
+  fimpl::replace_(out, result);
+  fimpl::commit_update(out);
+  fimpl::sync(out);
+  return out;
+}
+
+}  // namespace
+
+void register_out_functionalization() {
+  static std::unique_ptr<torch::Library> lib;
+  if (lib) {
+    return;
+  }
+  lib = std::make_unique<torch::Library>(
+      torch::Library::IMPL, "spyre", c10::DispatchKey::Functionalize, __FILE__, __LINE__);
+  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out_functionalize));
+}
+
+}  // namespace spyre_ops
