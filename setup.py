@@ -10,6 +10,9 @@ kernels, chosen by SPYRE_OPS_CPU_CAPABILITY:
   instruction sets PyTorch compiles its own AVX512/AVX2 kernels for);
 * ``default``: no SIMD flags; runs on any x86-64 (or non-x86) CPU.
 
+With ``avx512``, AVX512-BF16 is used too when the build machine has it
+(SPYRE_OPS_AVX512_BF16=0 turns that off, =1 forces it).
+
 The built module refuses to load its kernels, with a clear error, on a CPU that
 lacks the capability it was built for. SPYRE_OPS_NATIVE=0 still means ``default``.
 """
@@ -35,13 +38,18 @@ CAPABILITY_CPU_FLAGS: dict[str, set[str]] = {
 }
 
 
-def build_machine_capability() -> str:
-    """The best capability the build machine's CPU has (Linux /proc/cpuinfo)."""
+def cpu_flags() -> set[str]:
+    """The build machine's CPU flags (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
     except OSError:
-        flags = set()
+        return set()
+
+
+def build_machine_capability() -> str:
+    """The best capability the build machine's CPU has."""
+    flags = cpu_flags()
     for capability in ("avx512", "avx2"):
         if CAPABILITY_CPU_FLAGS[capability] <= flags:
             return capability
@@ -60,7 +68,14 @@ def cpu_capability() -> str:
 
 
 def cxx_flags() -> list[str]:
-    return ["-O3", "-fvisibility=hidden", "-Wno-unknown-pragmas", *CAPABILITY_FLAGS[cpu_capability()]]
+    capability = cpu_capability()
+    flags = ["-O3", "-fvisibility=hidden", "-Wno-unknown-pragmas", *CAPABILITY_FLAGS[capability]]
+    # bfloat16 rounding in one instruction, when the build machine has it (the
+    # built module then checks for it at load, like the rest of the capability).
+    if capability == "avx512" and os.environ.get("SPYRE_OPS_AVX512_BF16", "auto") != "0":
+        if os.environ.get("SPYRE_OPS_AVX512_BF16") == "1" or "avx512_bf16" in cpu_flags():
+            flags.append("-mavx512bf16")
+    return flags
 
 
 def sources(folder: str) -> list[str]:

@@ -75,12 +75,13 @@ def _cpu_flags() -> set[str]:
 
 def test_built_capability_uses_simd_when_the_build_machine_has_it():
     capability = _C.cpu_capability()
-    assert capability in ("avx512", "avx2", "default")
+    assert capability in ("avx512+bf16", "avx512", "avx2", "default")
     chosen = os.environ.get("SPYRE_OPS_CPU_CAPABILITY", "auto")
     if chosen == "auto" and os.environ.get("SPYRE_OPS_NATIVE") != "0":
         flags = _cpu_flags()
         if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "f16c"} <= flags:
-            assert capability == "avx512"
+            bf16 = "avx512_bf16" in flags and os.environ.get("SPYRE_OPS_AVX512_BF16") != "0"
+            assert capability == ("avx512+bf16" if bf16 else "avx512")
         elif {"avx2", "fma", "f16c"} <= flags:
             assert capability == "avx2"
     assert spyre_ops.rms_norm(torch.full((1, 3), 2.0), 3, eps=0.0).eq(1).all()

@@ -5,7 +5,9 @@
 namespace spyre_ops::cpu {
 
 const char* compiled_capability() {
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+  return "avx512+bf16";
+#elif defined(CPU_CAPABILITY_AVX512)
   return "avx512";
 #elif defined(CPU_CAPABILITY_AVX2)
   return "avx2";
@@ -27,6 +29,9 @@ void check_cpu_supports_build() {
       {"avx512bw", __builtin_cpu_supports("avx512bw") != 0},
       {"avx512vl", __builtin_cpu_supports("avx512vl") != 0},
       {"avx512dq", __builtin_cpu_supports("avx512dq") != 0},
+#endif
+#if defined(__AVX512BF16__)
+      {"avx512bf16", __builtin_cpu_supports("avx512bf16") != 0},
 #endif
       {"avx2", __builtin_cpu_supports("avx2") != 0},
       {"fma", __builtin_cpu_supports("fma") != 0},

@@ -4,7 +4,7 @@
 
 namespace spyre_ops::cpu {
 
-// "avx512", "avx2" or "default".
+// "avx512+bf16", "avx512", "avx2" or "default".
 const char* compiled_capability();
 
 // Throws (c10::Error) naming the missing instruction set when this CPU cannot

@@ -3,7 +3,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
 
+#include <type_traits>
+
 #include "../checks.h"
+#include "fresh_output.h"
 #include "kernels.h"
 #include "rms_norm_rows.h"
 
@@ -31,9 +34,13 @@ void launch(
     auto run = [&](const auto* w) {
       rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps);
     };
+    // A 16-bit weight is widened once per call, unless there are too few rows
+    // for that to pay for its own allocation and conversion.
+    constexpr int64_t kWidenWeightRows = 8;
     if (!weight.has_value()) {
       run(static_cast<const Acc*>(nullptr));
-    } else if (weight->scalar_type() == x.scalar_type()) {
+    } else if (weight->scalar_type() == x.scalar_type() &&
+               (std::is_same_v<T, Acc> || shape.rows < kWidenWeightRows)) {
       const at::Tensor w = weight->contiguous();
       run(w.const_data_ptr<T>());
     } else {
@@ -52,7 +59,7 @@ at::Tensor rms_norm(
     double eps) {
   const RowShape shape = check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps);
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = at::empty(x.sizes(), x.options());
+  at::Tensor y = fresh_output(x);
   launch(xc, nullptr, nullptr, weight, y, shape, eps);
   return y;
 }
@@ -95,8 +102,8 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
   check_residual(op, x, residual);
   const at::Tensor xc = x.contiguous();
   const at::Tensor rc = residual.contiguous();
-  at::Tensor y = at::empty(x.sizes(), x.options());
-  at::Tensor sum = at::empty(x.sizes(), x.options());
+  at::Tensor y = fresh_output(x);
+  at::Tensor sum = fresh_output(x);
   launch(xc, &rc, &sum, weight, y, shape, eps);
   return {y, sum};
 }

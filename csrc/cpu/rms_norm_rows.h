@@ -1,5 +1,7 @@
 // The row loop behind every CPU forward kernel: one row is read twice (sum of
-// squares, then scale) by one thread, so results never depend on the thread count.
+// squares, then scale) by one thread, in a fixed order, so results never depend
+// on the thread count. (They do depend on the SIMD width the kernels were built
+// for, which fixes the order of the float32 partial sums.)
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -72,12 +74,26 @@ void rms_norm_rows(
         }
         src = ro;
       } else {
-        for (int64_t j = 0; j < cols; j += L::K) {
+        // Four accumulators over two chunks at a time, so the sum is not
+        // bound by the latency of one chain of multiply-adds.
+        V s2(Acc(0)), s3(Acc(0));
+        int64_t j = 0;
+        for (; j + 2 * L::K <= cols; j += 2 * L::K) {
+          L::load(src + j, L::K, a, b);
+          L::load(src + j + L::K, L::K, c, d);
+          s0 = at::vec::fmadd(a, a, s0);
+          s1 = at::vec::fmadd(b, b, s1);
+          s2 = at::vec::fmadd(c, c, s2);
+          s3 = at::vec::fmadd(d, d, s3);
+        }
+        for (; j < cols; j += L::K) {
           const int64_t n = std::min<int64_t>(L::K, cols - j);
           L::load(src + j, n, a, b);
           s0 = at::vec::fmadd(a, a, s0);
           s1 = at::vec::fmadd(b, b, s1);
         }
+        s0 = s0 + s2;
+        s1 = s1 + s3;
       }
       const Acc sumsq = at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
       const V inv(inverse_rms<T, Acc>(src, cols, sumsq, eps_acc));
