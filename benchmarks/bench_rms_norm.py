@@ -306,6 +306,7 @@ def run(args: argparse.Namespace) -> dict:
     vllm_module = None if args.no_vllm else load_vllm_ops()
     emu = load_emulator()
     header = machine_header(vllm_module, emu)
+    header["mode"] = "grad mode (no inference_mode)" if args.grad_mode else "torch.inference_mode()"
     for k, v in header.items():
         print(f"# {k}: {v}")
     sys.stdout.flush()
@@ -333,7 +334,7 @@ def run(args: argparse.Namespace) -> dict:
                         continue
                     fn, reset = calls[col]
                     try:
-                        with torch.inference_mode():
+                        with torch.inference_mode(not args.grad_mode):
                             us[col] = time_call(fn, samples, min_sample_s, reset) * 1e6
                     except Exception as e:  # noqa: BLE001 - a failing peer is reported, not fatal
                         print(f"# {case.name} {col}: failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -365,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-vllm", action="store_true", help="leave vLLM's kernels out")
     p.add_argument("--no-inductor", action="store_true", help="leave torch.compile out")
+    p.add_argument("--grad-mode", action="store_true",
+                   help="call outside torch.inference_mode (default: inside, as vLLM serves)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each case as it finishes")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
