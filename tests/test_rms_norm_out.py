@@ -102,6 +102,24 @@ def test_out_errors_name_the_argument(out_factory, message):
         assert message in str(fake.value)
 
 
+@pytest.mark.parametrize("which", ["x", "weight", "out"])
+def test_out_refuses_inputs_that_require_grad(which):
+    x, w, out = torch.randn(2, 8), torch.randn(8), torch.empty(2, 8)
+    {"x": x, "weight": w, "out": out}[which].requires_grad_()
+    with pytest.raises(RuntimeError, match=r"spyre::rms_norm.out: out= is not differentiable"):
+        spyre_ops.rms_norm(x, 8, w, out=out)
+    with torch.no_grad():
+        assert spyre_ops.rms_norm(x, 8, w, out=out) is out
+    assert_close_to_ref(out.detach(), rms_norm_ref(x, [8], w))
+
+
+def test_out_bumps_the_version_of_out():
+    x, out = torch.randn(2, 8), torch.empty(2, 8)
+    before = out._version
+    spyre_ops.rms_norm(x, 8, out=out)
+    assert out._version > before
+
+
 def test_out_partial_overlap_is_refused():
     base = torch.randn(5, 8)
     with pytest.raises(RuntimeError, match=r"spyre::rms_norm.out: out overlaps x without being x"):

@@ -5,7 +5,7 @@
 
 #include <memory>
 
-#include "../functionalize_out.h"
+#include "../out_overload.h"
 #include "capability.h"
 #include "kernels.h"
 
@@ -24,7 +24,7 @@ void register_kernels() {
   lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm));
   lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_));
   lib->impl("rms_norm_backward", TORCH_FN(rms_norm_backward));
-  register_out_functionalization();
+  register_out_overload_kernels();
 }
 
 }  // namespace spyre_ops::cpu

@@ -1,7 +1,8 @@
-#include "functionalize_out.h"
+#include "out_overload.h"
 
 #include <ATen/FunctionalTensorWrapper.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -52,16 +53,35 @@ at::Tensor& rms_norm_out_functionalize(
   return out;
 }
 
+bool requires_grad(const c10::IValue& v) {
+  return v.isTensor() && v.toTensor().requires_grad();
+}
+
+// Boxed: (x, normalized_shape, weight, eps, out) on the stack.
+void rms_norm_out_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const auto args = torch::jit::last(*stack, 5);
+  TORCH_CHECK(
+      !(c10::GradMode::is_enabled() && (requires_grad(args[0]) || requires_grad(args[2]) || requires_grad(args[4]))),
+      "spyre::rms_norm.out: out= is not differentiable, and x, weight or out requires grad; "
+      "use spyre::rms_norm (functional) or run under torch.no_grad()/torch.inference_mode()");
+  const at::Tensor out = args[4].toTensor();
+  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  out.unsafeGetTensorImpl()->bump_version();
+}
+
 }  // namespace
 
-void register_out_functionalization() {
-  static std::unique_ptr<torch::Library> lib;
-  if (lib) {
+void register_out_overload_kernels() {
+  static std::unique_ptr<torch::Library> functionalize, autograd;
+  if (functionalize) {
     return;
   }
-  lib = std::make_unique<torch::Library>(
+  functionalize = std::make_unique<torch::Library>(
       torch::Library::IMPL, "spyre", c10::DispatchKey::Functionalize, __FILE__, __LINE__);
-  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out_functionalize));
+  functionalize->impl("rms_norm.out", TORCH_FN(rms_norm_out_functionalize));
+  autograd = std::make_unique<torch::Library>(
+      torch::Library::IMPL, "spyre", c10::DispatchKey::Autograd, __FILE__, __LINE__);
+  autograd->impl("rms_norm.out", torch::CppFunction::makeFromBoxedFunction<&rms_norm_out_autograd>());
 }
 
 }  // namespace spyre_ops
