@@ -19,6 +19,7 @@ lacks the capability it was built for. SPYRE_OPS_NATIVE=0 still means ``default`
 
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -75,7 +76,21 @@ def cxx_flags() -> list[str]:
     if capability == "avx512" and os.environ.get("SPYRE_OPS_AVX512_BF16", "auto") != "0":
         if os.environ.get("SPYRE_OPS_AVX512_BF16") == "1" or "avx512_bf16" in cpu_flags():
             flags.append("-mavx512bf16")
-    return flags
+    return flags + openmp_flags()
+
+
+def openmp_flags() -> list[str]:
+    """-fopenmp where torch itself is built with OpenMP (Linux wheels).
+
+    at::parallel_for is a header template that uses ``#pragma omp parallel``:
+    compiled without -fopenmp it silently runs on one thread. The module then
+    needs libgomp.so.1, which is the copy torch has already loaded.
+    """
+    import torch
+
+    if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
+        return ["-fopenmp"]
+    return []
 
 
 def sources(folder: str) -> list[str]:
@@ -94,6 +109,7 @@ ext_modules = [
         name="spyre_ops.emulator._C",
         sources=sources("emulator"),
         extra_compile_args={"cxx": cxx_flags()},
+        extra_link_args=openmp_flags(),
     ),
 ]
 
