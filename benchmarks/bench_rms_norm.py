@@ -300,6 +300,29 @@ def print_tables(results: list[dict], columns: list[str]) -> None:
         print(r["case"].ljust(w0) + "".join(c.rjust(wd) for c, wd in zip(cells, hw)))
 
 
+MARKDOWN_TIMES = ("copy", "F.rms_norm", "native", "inductor", "vllm", "vllm_out", "vllm_fused_",
+                  "spyre", "spyre_out", "spyre_fused", "spyre_fused_")
+
+
+def markdown(run_result: dict) -> str:
+    """A compact Markdown rendering of a run (as written by --json): us per column,
+    then spyre_ops' fraction of memcpy bandwidth and its speedups over vLLM."""
+    lines = ["Run on: " + "; ".join(f"{k} {v}" for k, v in run_result["machine"].items()) + ".", ""]
+    heads = ["case", *MARKDOWN_TIMES, "out/memcpy", "fused_/memcpy",
+             "spyre vs vllm", "out vs vllm_out", "fused_ vs vllm_fused_", "spyre vs F.rms_norm"]
+    lines.append("| " + " | ".join(heads) + " |")
+    lines.append("|" + "---|" * len(heads))
+    for r in run_result["results"]:
+        t, f, sp = r["us"], r["memcpy_fraction"], r["speedup"]
+        cells = [r["case"], *(("n/a" if t.get(c) is None else f"{t[c]:.1f}") for c in MARKDOWN_TIMES)]
+        cells += [("n/a" if f.get(c) is None else f"{f[c]:.2f}") for c in ("spyre_out", "spyre_fused_")]
+        cells += [("n/a" if sp.get(k) is None else f"{sp[k]:.2f}x")
+                  for k in ("spyre vs vllm", "spyre_out vs vllm_out", "spyre_fused_ vs vllm_fused_",
+                            "spyre vs F.rms_norm")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -368,8 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-inductor", action="store_true", help="leave torch.compile out")
     p.add_argument("--grad-mode", action="store_true",
                    help="call outside torch.inference_mode (default: inside, as vLLM serves)")
+    p.add_argument("--markdown", metavar="JSON",
+                   help="print the run saved in JSON (by --json) as a Markdown table, and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="print each case as it finishes")
     args = p.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return 0
     warnings.filterwarnings("ignore")
     out = run(args)
     if args.json:
