@@ -67,8 +67,9 @@ void rms_norm_rows(
           const int64_t n = std::min<int64_t>(L::K, cols - j);
           L::load(src + j, n, a, b);
           L::load(rr + j, n, c, d);
-          L::store(ro + j, n, a + c, b + d);
-          L::load(ro + j, n, a, b);  // the rounded sum is what gets normalized
+          a = a + c;
+          b = b + d;
+          L::store_rounded(ro + j, n, a, b);  // the rounded sum is what gets normalized
           s0 = at::vec::fmadd(a, a, s0);
           s1 = at::vec::fmadd(b, b, s1);
         }

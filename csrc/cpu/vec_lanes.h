@@ -57,6 +57,10 @@ struct NativeLanes {
       a.store(p, n);
     }
   }
+  // Stores a, b; they already are what was stored.
+  static void store_rounded(T* p, int64_t n, V& a, V& b) {
+    store(p, n, a, b);
+  }
 };
 
 // T stored as a 16-bit float, computed in float.
@@ -79,6 +83,17 @@ struct ReducedLanes {
       r.store(p, n);
     }
   }
+  // Stores a, b rounded to T, and replaces them with the rounded values
+  // (without reading the memory just written).
+  static void store_rounded(T* p, int64_t n, V& a, V& b) {
+    const R r = at::vec::convert_from_float<T>(a, b);
+    if (n >= K) {
+      r.store(p);
+    } else {
+      r.store(p, n);
+    }
+    std::tie(a, b) = at::vec::convert_to_float<T>(r);
+  }
 };
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -93,6 +108,15 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
     } else {
       _mm512_mask_storeu_epi16(p, (__mmask32)((1ull << n) - 1), r);
     }
+  }
+  static void store_rounded(c10::BFloat16* p, int64_t n, V& a, V& b) {
+    const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    if (n >= K) {
+      _mm512_storeu_si512(p, r);
+    } else {
+      _mm512_mask_storeu_epi16(p, (__mmask32)((1ull << n) - 1), r);
+    }
+    std::tie(a, b) = at::vec::convert_to_float<c10::BFloat16>(R(r));
   }
 };
 #endif
