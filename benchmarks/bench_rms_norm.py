@@ -55,6 +55,8 @@ QUICK_TOKENS = (1, 32, 2048)
 QUICK_HIDDEN = (4096,)
 QUICK_DTYPES = (torch.float32, torch.bfloat16)
 
+STATS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
+
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 # Column name -> (bytes moved, in units of x.nbytes): the fused ops read x and
@@ -166,8 +168,9 @@ def time_call(
     samples: int,
     min_sample_s: float,
     reset: Callable[[], None] | None = None,
+    stat: Callable[[list[float]], float] = statistics.median,
 ) -> float:
-    """Median seconds per call of ``fn``: ``samples`` batches after warm-up.
+    """Seconds per call of ``fn`` (the median, or ``stat``, of ``samples`` batches after warm-up).
 
     The batch size is chosen so that one batch lasts at least ``min_sample_s``.
     ``reset`` (untimed) runs before each batch, for calls that mutate their inputs.
@@ -186,7 +189,7 @@ def time_call(
         for _ in range(batch):
             fn()
         times.append((time.perf_counter() - t0) / batch)
-    return statistics.median(times)
+    return stat(times)
 
 
 def column_calls(
@@ -273,11 +276,11 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or b is None else f"{b / a:.2f}x"
 
 
-def print_tables(results: list[dict], columns: list[str]) -> None:
+def print_tables(results: list[dict], columns: list[str], stat: str = "median") -> None:
     """Two tables: microseconds per column; then spyre_ops' bandwidth and speedups."""
     w0 = max(len(r["case"]) for r in results) + 2
     widths = [max(len(c), 7) + 2 for c in columns]
-    print("\nMedian time per call (us)")
+    print(f"\n{stat.capitalize()} time per call (us)")
     print("case".ljust(w0) + "".join(c.rjust(wd) for c, wd in zip(columns, widths)))
     for r in results:
         t = r["us"]
@@ -329,6 +332,7 @@ def run(args: argparse.Namespace) -> dict:
     vllm_module = None if args.no_vllm else load_vllm_ops()
     emu = load_emulator()
     header = machine_header(vllm_module, emu)
+    header["statistic"] = args.stat
     header["mode"] = "grad mode (no inference_mode)" if args.grad_mode else "torch.inference_mode()"
     for k, v in header.items():
         print(f"# {k}: {v}")
@@ -358,7 +362,7 @@ def run(args: argparse.Namespace) -> dict:
                     fn, reset = calls[col]
                     try:
                         with torch.inference_mode(not args.grad_mode):
-                            us[col] = time_call(fn, samples, min_sample_s, reset) * 1e6
+                            us[col] = time_call(fn, samples, min_sample_s, reset, STATS[args.stat]) * 1e6
                     except Exception as e:  # noqa: BLE001 - a failing peer is reported, not fatal
                         print(f"# {case.name} {col}: failed: {type(e).__name__}: {e}", file=sys.stderr)
                         us[col] = None
@@ -377,7 +381,7 @@ def run(args: argparse.Namespace) -> dict:
                                                          for c in COLUMNS), file=sys.stderr)
     columns = [c for c in COLUMNS if any(r["us"][c] is not None for r in results)]
     columns += [c for c in COLUMNS if c not in columns]  # unavailable ones still show, as n/a
-    print_tables(results, columns)
+    print_tables(results, columns, args.stat)
     return {"machine": header, "eps": EPS, "results": results}
 
 
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-vllm", action="store_true", help="leave vLLM's kernels out")
     p.add_argument("--no-inductor", action="store_true", help="leave torch.compile out")
+    p.add_argument("--stat", choices=sorted(STATS), default="median",
+                   help="statistic over the timed batches (default median; min on a busy machine)")
     p.add_argument("--grad-mode", action="store_true",
                    help="call outside torch.inference_mode (default: inside, as vLLM serves)")
     p.add_argument("--markdown", metavar="JSON",
