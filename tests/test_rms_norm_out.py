@@ -149,3 +149,22 @@ def test_out_under_compile():
     expected = rms_norm_ref(x, [40], w)
     assert_close_to_ref(out, expected)
     assert_close_to_ref(got, 2 * expected)
+
+
+@pytest.mark.parametrize(("dtype", "rows"), [(torch.float32, 1024), (torch.bfloat16, 2048)])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_large_outputs_written_with_streaming_stores(dtype, rows, aligned):
+    # >= 16 MiB of output takes the kernel's streaming-store path; an output whose
+    # rows are not 64-byte aligned takes the ordinary stores for every row.
+    cols = 4096
+    x, w = _inputs((rows, cols), dtype, dtype, seed=rows)
+    buf = torch.empty(rows * cols + 1, dtype=dtype)
+    out = (buf[:-1] if aligned else buf[1:]).view(rows, cols)
+    spyre_ops.rms_norm(x, cols, w, out=out)
+    assert_close_to_ref(out, rms_norm_ref(x, [cols], w))
+    assert torch.equal(out, spyre_ops.rms_norm(x, cols, w))
+    r = torch.randn(rows, cols, generator=torch.Generator().manual_seed(1)).to(dtype)
+    expected_out, expected_sum = spyre_ops.fused_add_rms_norm(x, r, cols, w)
+    xi, ri = x.clone(), r.clone()
+    spyre_ops.fused_add_rms_norm_(xi, ri, cols, w)
+    assert torch.equal(xi, expected_out) and torch.equal(ri, expected_sum)

@@ -55,6 +55,10 @@ void rms_norm_rows(
   using V = Vectorized<Acc>;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
   const Acc eps_acc = static_cast<Acc>(eps);
+  // An output much larger than the caches is written with streaming stores:
+  // nothing reads it back soon, and they spare reading each line before writing it.
+  constexpr int64_t kStreamBytes = int64_t(16) << 20;
+  const bool stream_y = rows * cols * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* src = x + r * cols;
@@ -99,6 +103,7 @@ void rms_norm_rows(
       const Acc sumsq = at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
       const V inv(inverse_rms<T, Acc>(src, cols, sumsq, eps_acc));
       T* yr = y + r * cols;
+      const bool stream = stream_y && reinterpret_cast<uintptr_t>(yr) % 64 == 0;
       for (int64_t j = 0; j < cols; j += L::K) {
         const int64_t n = std::min<int64_t>(L::K, cols - j);
         L::load(src + j, n, a, b);
@@ -109,8 +114,15 @@ void rms_norm_rows(
           a = a * c;
           b = b * d;
         }
-        L::store(yr + j, n, a, b);
+        if (stream && n == L::K) {
+          L::store_stream(yr + j, a, b);
+        } else {
+          L::store(yr + j, n, a, b);
+        }
       }
+    }
+    if (stream_y) {
+      stream_fence();
     }
   });
 }

@@ -13,7 +13,9 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 namespace spyre_ops::cpu {
 
@@ -61,6 +63,21 @@ struct NativeLanes {
   static void store_rounded(T* p, int64_t n, V& a, V& b) {
     store(p, n, a, b);
   }
+  // A whole chunk at a 64-byte aligned p, bypassing the caches where supported.
+  static void store_stream(T* p, const V& a, const V& b) {
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<T, float>) {
+      _mm512_stream_ps(p, a);
+      _mm512_stream_ps(p + V::size(), b);
+      return;
+    } else if constexpr (std::is_same_v<T, double>) {
+      _mm512_stream_pd(p, a);
+      _mm512_stream_pd(p + V::size(), b);
+      return;
+    }
+#endif
+    store(p, K, a, b);
+  }
 };
 
 // T stored as a 16-bit float, computed in float.
@@ -94,6 +111,15 @@ struct ReducedLanes {
     }
     std::tie(a, b) = at::vec::convert_to_float<T>(r);
   }
+  // A whole chunk at a 64-byte aligned p, bypassing the caches where supported.
+  static void store_stream(T* p, const V& a, const V& b) {
+    const R r = at::vec::convert_from_float<T>(a, b);
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), r);
+#else
+    r.store(p);
+#endif
+  }
 };
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -118,8 +144,18 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
     }
     std::tie(a, b) = at::vec::convert_to_float<c10::BFloat16>(R(r));
   }
+  static void store_stream(c10::BFloat16* p, const V& a, const V& b) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), (__m512i)_mm512_cvtne2ps_pbh(b, a));
+  }
 };
 #endif
+
+// Makes the streaming stores of this thread visible before it moves on.
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512)
+  _mm_sfence();
+#endif
+}
 
 // Lanes<T, Acc>: how a T buffer is read into Acc vectors.
 template <typename T, typename Acc>
