@@ -80,6 +80,17 @@ def check_rms_norm_args(
     )
 
 
+def check_device_limits(op: str, x: torch.Tensor, normalized_shape: Sequence) -> None:
+    """Limits of the device ``x`` lives on, as its C++ kernel checks them last:
+    on Spyre (PyTorch's PrivateUse1 device) only the last dimension can be normalized."""
+    if x.device.type == torch._C._get_privateuse1_backend_name():
+        torch._check(
+            len(normalized_shape) == 1,
+            lambda: f"{op}: on Spyre only the last dimension can be normalized, so "
+            f"normalized_shape must have exactly one element, got {_shape_str(normalized_shape)}",
+        )
+
+
 def check_residual(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
     """Checks that residual can be added to x: same device, shape and dtype."""
     _check_same_device(op, "residual", x, residual)

@@ -23,6 +23,7 @@ def rms_norm(
     eps: float = 1e-5,
 ) -> torch.Tensor:
     _checks.check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps)
+    _checks.check_device_limits("spyre::rms_norm", x, normalized_shape)
     return x.new_empty(x.shape)
 
 
@@ -52,6 +53,7 @@ def fused_add_rms_norm(
     op = "spyre::fused_add_rms_norm"
     _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
     _checks.check_residual(op, x, residual)
+    _checks.check_device_limits(op, x, normalized_shape)
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -66,6 +68,7 @@ def fused_add_rms_norm_(
     op = "spyre::fused_add_rms_norm_"
     _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
     _checks.check_residual(op, x, residual)
+    _checks.check_device_limits(op, x, normalized_shape)
 
 
 @torch.library.register_fake("spyre::rms_norm_backward", lib=lib)

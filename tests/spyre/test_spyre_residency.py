@@ -94,6 +94,28 @@ def test_only_the_last_dimension(spyre_device):
         torch.ops.spyre.fused_add_rms_norm_(x, x.clone(), [8, 16])
 
 
+@pytest.mark.parametrize("op_name", ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_"])
+def test_fake_kernels_refuse_more_than_the_last_dimension_too(spyre_device, op_name):
+    # Under torch.compile the error comes at trace time, with the eager message.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    op = getattr(torch.ops.spyre, op_name).default
+    x = torch.randn(4, 8, 16, device=spyre_device)
+    args = (x,) if op_name == "rms_norm" else (x, x.clone())
+    with pytest.raises(RuntimeError) as eager:
+        op(*args, [8, 16])
+    with FakeTensorMode() as mode:
+        fake_args = tuple(mode.from_tensor(a) for a in args)
+        with pytest.raises(RuntimeError) as fake:
+            op(*fake_args, [8, 16])
+    assert str(fake.value).splitlines()[0] == str(eager.value).splitlines()[0]
+    assert "on Spyre only the last dimension can be normalized" in str(fake.value)
+    # The same shapes are fine on the CPU, fake or not.
+    cpu_args = tuple(a.cpu() for a in args)
+    with FakeTensorMode() as mode:
+        op(*(mode.from_tensor(a) for a in cpu_args), [8, 16])
+
+
 @pytest.mark.parametrize(
     "make_args",
     [
