@@ -39,6 +39,7 @@ def rms_norm_out(
     op = "spyre::rms_norm.out"
     _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
     _checks.check_out(op, x, out)
+    _checks.check_device_limits(op, x, normalized_shape)
     return out
 
 

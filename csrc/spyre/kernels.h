@@ -21,6 +21,15 @@ at::Tensor rms_norm(
     const std::optional<at::Tensor>& weight,
     double eps);
 
+// rms_norm into `out` (any strides; may be x itself): the result is computed
+// in full before out is written.
+at::Tensor& rms_norm_out(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps,
+    at::Tensor& out);
+
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
     const at::Tensor& x,
     const at::Tensor& residual,

@@ -34,6 +34,7 @@ void register_kernels() {
   lib = std::make_unique<torch::Library>(
       torch::Library::IMPL, "spyre", c10::DispatchKey::PrivateUse1, __FILE__, __LINE__);
   lib->impl("rms_norm", TORCH_FN(rms_norm));
+  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out));
   lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm));
   lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_));
 }

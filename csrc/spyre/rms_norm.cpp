@@ -91,6 +91,22 @@ at::Tensor rms_norm(
   return normalize_last_dim(x, weight, eps);
 }
 
+at::Tensor& rms_norm_out(
+    const at::Tensor& x,
+    at::IntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight,
+    double eps,
+    at::Tensor& out) {
+  const char* op = "spyre::rms_norm.out";
+  check_rms_norm_args(op, x, normalized_shape, weight, eps);
+  check_out(op, x, out);
+  check_last_dim_only(op, normalized_shape);
+  at::assert_no_internal_overlap(out);
+  // One device-to-device copy (_copy_from, on the device list) into out.
+  out.copy_(normalize_last_dim(x, weight, eps));
+  return out;
+}
+
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
     const at::Tensor& x,
     const at::Tensor& residual,
