@@ -34,10 +34,7 @@ def _run_engine(tmp_path_factory, mode: str) -> dict:
         env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    result = json.loads(out.read_text())
-    print(f"vLLM engine ({mode}): {result['total_seconds']:.1f} s in the subprocess, "
-          f"engine start {result['engine_start_seconds']:.1f} s")
-    return result
+    return json.loads(out.read_text())
 
 
 @pytest.fixture(scope="module")
