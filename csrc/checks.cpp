@@ -1,5 +1,7 @@
 #include "checks.h"
 
+#include <ATen/MemoryOverlap.h>
+
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -110,6 +112,12 @@ void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
   TORCH_CHECK(
       out.scalar_type() == x.scalar_type(),
       op, ": out has dtype ", dtype_str(out.scalar_type()), " but x has dtype ", dtype_str(x.scalar_type()));
+}
+
+void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
+  at::assert_no_internal_overlap(x);
+  at::assert_no_internal_overlap(residual);
+  at::assert_no_overlap(x, residual);
 }
 
 }  // namespace spyre_ops

@@ -117,9 +117,7 @@ void fused_add_rms_norm_(
   const char* op = "spyre::fused_add_rms_norm_";
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
-  at::assert_no_internal_overlap(x);
-  at::assert_no_internal_overlap(residual);
-  at::assert_no_overlap(x, residual);
+  check_inplace_no_overlap(x, residual);
   // Contiguous tensors are updated in place; others through contiguous copies.
   at::Tensor xc = x.contiguous();
   at::Tensor rc = residual.contiguous();

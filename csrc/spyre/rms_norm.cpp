@@ -133,9 +133,7 @@ void fused_add_rms_norm_(
   check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
   check_last_dim_only(op, normalized_shape);
-  at::assert_no_internal_overlap(x);
-  at::assert_no_internal_overlap(residual);
-  at::assert_no_overlap(x, residual);
+  check_inplace_no_overlap(x, residual);
   const at::Tensor summed = at::add(x, residual);
   const at::Tensor out = normalize_last_dim(summed, weight, eps);
   residual.copy_(summed);

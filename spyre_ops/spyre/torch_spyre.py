@@ -42,12 +42,18 @@ def _policy() -> torch.dtype:
     return compute_dtype()
 
 
+def _applies(x: torch.Tensor, normalized_shape: Sequence[int]) -> bool:
+    """Whether a decomposition takes the call: spyre tensors, last dimension only
+    (other devices keep their kernel; the kernel raises the shape error)."""
+    return x.device.type == DEVICE_TYPE and len(normalized_shape) == 1
+
+
 def decompose_rms_norm(
     x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None, eps: float = 1e-5
 ):
     """Inductor decomposition of ``spyre::rms_norm`` for spyre tensors (``NotImplemented`` otherwise)."""
-    if x.device.type != DEVICE_TYPE or len(normalized_shape) != 1:
-        return NotImplemented  # other devices keep their kernel; the kernel raises the shape error
+    if not _applies(x, normalized_shape):
+        return NotImplemented
     return formula.rms_norm_last_dim(x, weight, eps, _policy())
 
 
@@ -59,7 +65,7 @@ def decompose_fused_add_rms_norm(
     eps: float = 1e-5,
 ):
     """Inductor decomposition of ``spyre::fused_add_rms_norm`` for spyre tensors."""
-    if x.device.type != DEVICE_TYPE or len(normalized_shape) != 1:
+    if not _applies(x, normalized_shape):
         return NotImplemented
     return formula.fused_add_rms_norm_last_dim(x, residual, weight, eps, _policy())
 
@@ -72,7 +78,7 @@ def decompose_fused_add_rms_norm_(
     eps: float = 1e-5,
 ):
     """Inductor decomposition of ``spyre::fused_add_rms_norm_``: the functional formula, then two copies."""
-    if x.device.type != DEVICE_TYPE or len(normalized_shape) != 1:
+    if not _applies(x, normalized_shape):
         return NotImplemented
     out, summed = formula.fused_add_rms_norm_last_dim(x, residual, weight, eps, _policy())
     residual.copy_(summed)
