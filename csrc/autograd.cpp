@@ -3,6 +3,13 @@
 // no_grad). The backward is the library op spyre::rms_norm_backward, called
 // through the dispatcher, so AOT autograd traces it as one node.
 //
+// Double backward: the backward kernel spyre::rms_norm_backward has no
+// derivative of its own. When a backward runs with grad mode on
+// (create_graph=True: a Hessian, a gradient penalty), the gradients are
+// computed instead with differentiable ATen ops, which autograd records, so
+// second- and higher-order gradients are right. AOT autograd traces the
+// backward with grad mode off, so compiled graphs keep the one backward op.
+//
 // fused_add_rms_norm_ mutates its inputs and is not differentiable: its
 // autograd kernel refuses inputs that require grad (instead of silently
 // mutating them) and bumps the version counters of what it wrote.
@@ -15,6 +22,7 @@
 #include <memory>
 
 #include "autograd.h"
+#include "checks.h"
 
 namespace spyre_ops {
 namespace {
@@ -57,13 +65,43 @@ void save(AutogradContext* ctx, const at::Tensor& x, const OptTensor& w, c10::Sy
   ctx->saved_data["has_weight"] = w.has_value();
 }
 
+// The gradients of y = x * rsqrt(mean(x^2) + eps) * w over the trailing k dims,
+// with differentiable ops in the accumulator dtype (float, or double for double).
+std::pair<at::Tensor, at::Tensor> differentiable_grads(
+    const at::Tensor& grad_out, const at::Tensor& x, const OptTensor& w, int64_t k, double eps) {
+  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<int64_t> norm_dims, lead_dims;
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    (d < x.dim() - k ? lead_dims : norm_dims).push_back(d);
+  }
+  const at::Tensor xf = x.to(acc);
+  const at::Tensor g = grad_out.to(acc);
+  const at::Tensor inv = at::rsqrt(xf.pow(2).mean(norm_dims, /*keepdim=*/true) + eps);
+  const at::Tensor xhat = xf * inv;
+  const at::Tensor gw = w.has_value() ? g * w->to(acc) : g;
+  const at::Tensor grad_x = inv * (gw - xhat * (gw * xhat).mean(norm_dims, /*keepdim=*/true));
+  at::Tensor grad_w;
+  if (w.has_value()) {
+    grad_w = g * xhat;
+    if (!lead_dims.empty()) {
+      grad_w = grad_w.sum(lead_dims);
+    }
+    grad_w = grad_w.to(w->scalar_type());
+  }
+  return {grad_x.to(x.scalar_type()), grad_w};
+}
+
 // Returns (grad_x, grad_weight or undefined) for the rms_norm of saved x.
 std::pair<at::Tensor, at::Tensor> grads(AutogradContext* ctx, const at::Tensor& grad_out) {
   const variable_list saved = ctx->get_saved_variables();
   const bool has_weight = ctx->saved_data["has_weight"].toBool();
   const OptTensor w = has_weight ? OptTensor(saved[1]) : std::nullopt;
   const std::vector<c10::SymInt> ns = ctx->saved_data["normalized_shape"].toSymIntVector();
-  auto [gx, gw] = call_backward(grad_out, saved[0], ns, w, ctx->saved_data["eps"].toDouble());
+  const double eps = ctx->saved_data["eps"].toDouble();
+  if (c10::GradMode::is_enabled()) {
+    return differentiable_grads(grad_out, saved[0], w, static_cast<int64_t>(ns.size()), eps);
+  }
+  auto [gx, gw] = call_backward(grad_out, saved[0], ns, w, eps);
   return {gx, has_weight ? gw : at::Tensor()};
 }
 
@@ -105,11 +143,14 @@ struct FusedAddRmsNormFunction : public torch::autograd::Function<FusedAddRmsNor
 };
 
 at::Tensor rms_norm_autograd(const at::Tensor& x, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
+  check_tensor_arg("spyre::rms_norm", "x", x);
   return RmsNormFunction::apply(x, ns, w, eps);
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm_autograd(
     const at::Tensor& x, const at::Tensor& r, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
+  check_tensor_arg("spyre::fused_add_rms_norm", "x", x);
+  check_tensor_arg("spyre::fused_add_rms_norm", "residual", r);
   auto out = FusedAddRmsNormFunction::apply(x, r, ns, w, eps);
   return {out[0], out[1]};
 }
@@ -122,6 +163,9 @@ bool requires_grad(const c10::IValue& v) {
 void fused_add_rms_norm_inplace_autograd(
     const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
   const auto args = torch::jit::last(*stack, 5);
+  const char* op_name = "spyre::fused_add_rms_norm_";
+  check_tensor_arg(op_name, "x", args[0].isTensor() ? args[0].toTensor() : at::Tensor());
+  check_tensor_arg(op_name, "residual", args[1].isTensor() ? args[1].toTensor() : at::Tensor());
   TORCH_CHECK(
       !(c10::GradMode::is_enabled() &&
         (requires_grad(args[0]) || requires_grad(args[1]) || requires_grad(args[3]))),

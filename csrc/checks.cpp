@@ -4,6 +4,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <cctype>
 #include <cmath>
 #include <sstream>
 
@@ -31,7 +32,13 @@ std::string dtype_str(at::ScalarType t) {
     case at::kComplexHalf: return "torch.complex32";
     case at::kComplexFloat: return "torch.complex64";
     case at::kComplexDouble: return "torch.complex128";
-    default: return std::string("torch.") + c10::toString(t);
+    default: {
+      // Every other dtype's Python name is its C++ name in lower case
+      // (Float8_e4m3fn -> torch.float8_e4m3fn, UInt16 -> torch.uint16, QInt8 -> torch.qint8).
+      std::string name = c10::toString(t);
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return "torch." + name;
+    }
   }
 }
 
@@ -46,6 +53,7 @@ std::string shape_str(at::IntArrayRef s) {
 }
 
 void check_float(const char* op, const char* name, const at::Tensor& t) {
+  check_tensor_arg(op, name, t);
   TORCH_CHECK(
       is_supported_float(t.scalar_type()),
       op, ": ", name, " must be a float32, float64, float16 or bfloat16 tensor, got ",
@@ -60,6 +68,16 @@ void check_same_device(const char* op, const char* name, const at::Tensor& x, co
 }
 
 }  // namespace
+
+void check_tensor_arg(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got None");
+  // A jagged nested tensor is a Python tensor subclass, handled in Python
+  // (spyre_ops/nested.py); a strided one reaches the kernels and is refused.
+  TORCH_CHECK(
+      !t.is_nested() || t.key_set().has(c10::DispatchKey::Python),
+      op, ": ", name, " is a nested tensor with the strided layout; only jagged nested tensors "
+      "(torch.nested.nested_tensor(..., layout=torch.jagged)) are supported");
+}
 
 RowShape check_rms_norm_args(
     const char* op,
@@ -94,6 +112,7 @@ RowShape check_rms_norm_args(
 }
 
 void check_residual(const char* op, const at::Tensor& x, const at::Tensor& residual) {
+  check_tensor_arg(op, "residual", residual);
   check_same_device(op, "residual", x, residual);
   TORCH_CHECK(
       residual.sizes().equals(x.sizes()),
@@ -105,6 +124,7 @@ void check_residual(const char* op, const at::Tensor& x, const at::Tensor& resid
 }
 
 void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
+  check_tensor_arg(op, "out", out);
   check_same_device(op, "out", x, out);
   TORCH_CHECK(
       out.sizes().equals(x.sizes()),
@@ -115,9 +135,52 @@ void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
 }
 
 void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
-  at::assert_no_internal_overlap(x);
-  at::assert_no_internal_overlap(residual);
-  at::assert_no_overlap(x, residual);
+  const char* op = "spyre::fused_add_rms_norm_";
+  TORCH_CHECK(
+      at::has_internal_overlap(x) != at::MemOverlap::Yes,
+      op, ": x overlaps itself (an expanded tensor), and the op writes it; pass x.clone()");
+  TORCH_CHECK(
+      at::has_internal_overlap(residual) != at::MemOverlap::Yes,
+      op, ": residual overlaps itself (an expanded tensor), and the op writes it; pass residual.clone()");
+  const at::MemOverlapStatus status = at::get_overlap_status(x, residual);
+  TORCH_CHECK(
+      status == at::MemOverlapStatus::No || status == at::MemOverlapStatus::TooHard,
+      op, ": x and residual overlap, and the op writes both; pass tensors that do not share memory");
+}
+
+}  // namespace spyre_ops
+
+namespace spyre_ops {
+
+bool may_overlap(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0) {
+    return false;
+  }
+  if (!a.unsafeGetTensorImpl()->unsafe_storage() || !b.unsafeGetTensorImpl()->unsafe_storage() ||
+      !a.storage().is_alias_of(b.storage())) {
+    return false;
+  }
+  // The element ranges [first, last] each tensor can touch, in bytes from the storage's start.
+  auto span = [](const at::Tensor& t) {
+    int64_t lo = t.storage_offset(), hi = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      const int64_t reach = (t.size(d) - 1) * t.stride(d);
+      (reach < 0 ? lo : hi) += reach;
+    }
+    const int64_t item = static_cast<int64_t>(t.element_size());
+    return std::pair<int64_t, int64_t>{lo * item, (hi + 1) * item};
+  };
+  const auto [a0, a1] = span(a);
+  const auto [b0, b1] = span(b);
+  return a0 < b1 && b0 < a1;
+}
+
+void check_weight_not_written(
+    const char* op, const std::optional<at::Tensor>& weight, const char* name, const at::Tensor& written) {
+  TORCH_CHECK(
+      !(weight.has_value() && may_overlap(*weight, written)),
+      op, ": weight shares memory with ", name, ", which the op writes while it still reads weight; "
+      "pass a copy (weight.clone())");
 }
 
 }  // namespace spyre_ops

@@ -35,4 +35,18 @@ void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual);
 
 void check_out(const char* op, const at::Tensor& x, const at::Tensor& out);
 
+// Checks that `t` (the argument `name`) is a defined, non-nested-strided tensor.
+// check_rms_norm_args, check_residual and check_out call it for their tensors.
+void check_tensor_arg(const char* op, const char* name, const at::Tensor& t);
+
+// Whether a and b may share memory: same storage and intersecting byte ranges.
+// Exact for dense tensors, conservative for strided ones; it reads only
+// metadata, so it also works on functional and fake tensors.
+bool may_overlap(const at::Tensor& a, const at::Tensor& b);
+
+// Refuses a weight that shares memory with `written` (out, or an in-place
+// op's x or residual): the kernels read weight while writing it.
+void check_weight_not_written(
+    const char* op, const std::optional<at::Tensor>& weight, const char* name, const at::Tensor& written);
+
 }  // namespace spyre_ops

@@ -14,6 +14,7 @@ wrappers below and :class:`spyre_ops.nn.RMSNorm` are the documented entry points
 
 from . import _library  # noqa: F401  (defines/adopts the schemas, registers C++ kernels)
 from . import fake  # noqa: F401  (registers the fake kernels)
+from . import nested  # noqa: F401  (jagged nested tensors)
 from . import nn, spyre
 from .ops import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
 

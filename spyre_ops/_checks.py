@@ -12,15 +12,44 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def _size_str(size: int | torch.SymInt) -> str:
+    """A size as eager mode prints it: a symbolic size (torch.compile with
+    dynamic shapes) is printed as the value it has for this call, not as its symbol."""
+    if not isinstance(size, torch.SymInt):
+        return str(size)
+    node = size.node
+    hint = getattr(node, "_hint", None)
+    if hint is None:
+        try:
+            from torch.fx.experimental.symbolic_shapes import optimization_hint
+
+            hint = optimization_hint(size)
+        except Exception:  # noqa: BLE001  (older/newer torch, or no hint: fall through)
+            hint = getattr(node, "hint", None)
+    return str(hint) if hint is not None else f"<size {size} unknown while tracing>"
+
+
 def _shape_str(shape: Sequence[int | torch.SymInt]) -> str:
-    return "[" + ", ".join(str(s) for s in shape) + "]"
+    return "[" + ", ".join(_size_str(s) for s in shape) + "]"
+
+
+def check_tensor_arg(op: str, name: str, t: torch.Tensor | None) -> None:
+    """A tensor argument must be a tensor; a nested one only with the jagged layout."""
+    torch._check(t is not None, lambda: f"{op}: {name} must be a tensor, got None")
+    torch._check(
+        not t.is_nested or t.layout == torch.jagged,
+        lambda: f"{op}: {name} is a nested tensor with the strided layout; only jagged nested "
+        "tensors (torch.nested.nested_tensor(..., layout=torch.jagged)) are supported",
+    )
 
 
 def _check_float(op: str, name: str, t: torch.Tensor) -> None:
+    check_tensor_arg(op, name, t)
     torch._check(
         t.dtype in FLOAT_DTYPES,
         lambda: f"{op}: {name} must be a float32, float64, float16 or bfloat16 tensor, "
@@ -93,6 +122,7 @@ def check_device_limits(op: str, x: torch.Tensor, normalized_shape: Sequence) ->
 
 def check_residual(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
     """Checks that residual can be added to x: same device, shape and dtype."""
+    check_tensor_arg(op, "residual", residual)
     _check_same_device(op, "residual", x, residual)
     _check_same_shape(
         residual.shape,
@@ -108,6 +138,7 @@ def check_residual(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
 
 def check_out(op: str, x: torch.Tensor, out: torch.Tensor) -> None:
     """Checks that ``out`` can receive the result for x: same device, shape and dtype."""
+    check_tensor_arg(op, "out", out)
     _check_same_device(op, "out", x, out)
     _check_same_shape(
         out.shape,
@@ -118,3 +149,95 @@ def check_out(op: str, x: torch.Tensor, out: torch.Tensor) -> None:
         out.dtype == x.dtype,
         lambda: f"{op}: out has dtype {out.dtype} but x has dtype {x.dtype}",
     )
+
+
+# Overlaps, as the C++ kernels check them (csrc/checks.cpp, csrc/cpu/rms_norm.cpp).
+# They read only metadata, so on fake tensors (torch.compile's tracing) they see
+# the aliasing of the real inputs and refuse the same calls eager mode refuses.
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage()._cdata
+    except Exception:  # noqa: BLE001  (a tensor without a storage, e.g. functional: nothing to compare)
+        return None
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    ka, kb = _storage_key(a), _storage_key(b)
+    return ka is not None and ka == kb
+
+
+def _byte_span(t: torch.Tensor) -> tuple:
+    lo = hi = t.storage_offset()
+    for size, stride in zip(t.shape, t.stride()):
+        reach = (size - 1) * stride
+        if guard_or_false(reach < 0):
+            lo = lo + reach
+        else:
+            hi = hi + reach
+    return lo * t.element_size(), (hi + 1) * t.element_size()
+
+
+def may_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Mirror of C++ ``may_overlap``: same storage and intersecting byte ranges."""
+    if not _same_storage(a, b) or guard_or_false(a.numel() == 0) or guard_or_false(b.numel() == 0):
+        return False
+    a0, a1 = _byte_span(a)
+    b0, b1 = _byte_span(b)
+    return guard_or_false(a0 < b1) and guard_or_false(b0 < a1)
+
+
+def check_weight_not_written(op: str, weight: torch.Tensor | None, name: str, written: torch.Tensor) -> None:
+    """Refuses a weight that shares memory with ``written`` (out, or an in-place op's x or residual)."""
+    torch._check(
+        weight is None or not may_overlap(weight, written),
+        lambda: f"{op}: weight shares memory with {name}, which the op writes while it still reads "
+        "weight; pass a copy (weight.clone())",
+    )
+
+
+def _dense_overlap(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Mirror of ``at::get_overlap_status``: "no", "full", "partial" or "too_hard"."""
+    if a is b:
+        return "full"
+    if not _same_storage(a, b) or guard_or_false(a.numel() == 0) or guard_or_false(b.numel() == 0):
+        return "no"
+    from torch._prims_common import is_non_overlapping_and_dense
+
+    if not (is_non_overlapping_and_dense(a) and is_non_overlapping_and_dense(b)):
+        return "too_hard"
+    a0 = a.storage_offset() * a.element_size()
+    b0 = b.storage_offset() * b.element_size()
+    a1 = a0 + a.numel() * a.element_size()
+    b1 = b0 + b.numel() * b.element_size()
+    if guard_or_false(a0 == b0) and guard_or_false(a1 == b1):
+        return "full" if tuple(a.stride()) == tuple(b.stride()) else "partial"
+    if guard_or_false(a0 < b1) and guard_or_false(b0 < a1):
+        return "partial"
+    return "no"
+
+
+def check_out_overlaps(op: str, x: torch.Tensor, weight: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``out`` may be x itself, must not overlap it otherwise, and must not overlap weight."""
+    check_weight_not_written(op, weight, "out", out)
+    status = _dense_overlap(out, x)
+    torch._check(
+        status != "partial" and (status != "full" or tuple(out.stride()) == tuple(x.stride())),
+        lambda: f"{op}: out overlaps x without being x; pass out=x or a tensor that does not share x's memory",
+    )
+
+
+def check_inplace_overlaps(op: str, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None) -> None:
+    """The in-place op writes x and residual: they must not overlap each other, nor weight."""
+    for name, t in (("x", x), ("residual", residual)):
+        torch._check(
+            not any(guard_or_false(st == 0) and guard_or_false(sz > 1) for sz, st in zip(t.shape, t.stride())),
+            lambda: f"{op}: {name} overlaps itself (an expanded tensor), and the op writes it; pass {name}.clone()",
+        )
+    torch._check(
+        _dense_overlap(x, residual) in ("no", "too_hard"),
+        lambda: f"{op}: x and residual overlap, and the op writes both; pass tensors that do not share memory",
+    )
+    check_weight_not_written(op, weight, "x", x)
+    check_weight_not_written(op, weight, "residual", residual)

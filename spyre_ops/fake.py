@@ -2,7 +2,8 @@
 
 Each validates its arguments exactly as the real kernels do (``_checks``) and
 returns empty tensors of the right shape, dtype, device and (contiguous) strides.
-None of them reads tensor data.
+None of them reads tensor data. The out= and in-place ones also refuse the
+overlaps the C++ kernels refuse: on fake tensors they see the real inputs' aliasing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def rms_norm_out(
     op = "spyre::rms_norm.out"
     _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
     _checks.check_out(op, x, out)
+    _checks.check_out_overlaps(op, x, weight, out)
     _checks.check_device_limits(op, x, normalized_shape)
     return out
 
@@ -69,6 +71,7 @@ def fused_add_rms_norm_(
     op = "spyre::fused_add_rms_norm_"
     _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
     _checks.check_residual(op, x, residual)
+    _checks.check_inplace_overlaps(op, x, residual, weight)
     _checks.check_device_limits(op, x, normalized_shape)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import List, Optional, Tuple, Union
+
 import torch
 from torch import nn
 
-from .ops import ShapeLike, _as_shape, fused_add_rms_norm, rms_norm
+from .ops import ShapeLike, _as_shape
 
 
 class _ConstantFloat(float):
@@ -15,30 +17,49 @@ class _ConstantFloat(float):
     symbolic floats; ``eps`` then gets specialized inside the op call, which
     restarts the analysis and counts as an extra compilation. ``eps`` is part
     of the op's schema, not data, so it is stored as this subclass: Dynamo bakes
-    it into the graph (guarding on its value) on the first pass.
+    it into the graph (guarding on its value) on the first pass. TorchScript
+    sees it as the plain ``float`` the class annotation of ``RMSNorm._eps`` names.
     """
+
+
+def _default_eps(dtype: torch.dtype) -> float:
+    """The eps ``torch.nn.RMSNorm(eps=None)`` uses for ``dtype``: the machine
+    epsilon of the dtype the normalization is computed in (float32 for the
+    16-bit dtypes). Written out so that TorchScript can compile it."""
+    if dtype == torch.float64:
+        return 2.220446049250313e-16
+    return 1.1920928955078125e-07
 
 
 class RMSNorm(nn.Module):
     """RMSNorm over the trailing ``hidden_size`` dims, computed by ``torch.ops.spyre.rms_norm``.
 
-    Its state dict matches ``torch.nn.RMSNorm``'s (one ``weight`` entry when
+    Takes the arguments of ``torch.nn.RMSNorm`` (``hidden_size`` is its
+    ``normalized_shape``: an int, NumPy integer or sequence of ints; ``eps=None``
+    means the machine epsilon of the compute dtype, chosen at call time). Its
+    state dict matches ``torch.nn.RMSNorm``'s (one ``weight`` entry when
     ``elementwise_affine``, none otherwise), so checkpoints load either way.
+    It can be compiled with ``torch.compile`` and scripted with ``torch.jit.script``.
 
     ``forward(x)`` returns the normalized tensor; ``forward(x, residual)``
     returns ``(out, x + residual)`` through the fused op, as vLLM's RMSNorm does.
     """
 
+    __jit_unused_properties__ = ["eps"]  # TorchScript reads _eps directly
+    _eps: Optional[float]
+    _shape: List[int]
+
     def __init__(
         self,
         hidden_size: ShapeLike,
-        eps: float = 1e-6,
+        eps: float | None = 1e-6,
         elementwise_affine: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.normalized_shape = tuple(_as_shape(hidden_size))
+        self.normalized_shape = tuple(int(s) for s in _as_shape(hidden_size))
+        self._shape = list(self.normalized_shape)
         self.eps = eps  # stored as a _ConstantFloat by the property below
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
@@ -47,24 +68,33 @@ class RMSNorm(nn.Module):
             self.register_parameter("weight", None)
 
     @property
-    def eps(self) -> float:
-        """The epsilon added to the mean of squares."""
+    def eps(self) -> float | None:
+        """The epsilon added to the mean of squares (``None``: the compute dtype's machine epsilon)."""
         return self._eps
 
     @eps.setter
-    def eps(self, value: float) -> None:
-        self._eps = _ConstantFloat(value)
+    def eps(self, value: float | None) -> None:
+        if isinstance(value, torch.Tensor):
+            raise TypeError(
+                "spyre_ops.nn.RMSNorm: eps must be a float or None, got a Tensor; pass float(eps)"
+            )
+        self._eps = None if value is None else _ConstantFloat(value)
 
     def reset_parameters(self) -> None:
+        """Sets the weight back to ones."""
         if self.weight is not None:
             nn.init.ones_(self.weight)
 
     def forward(
-        self, x: torch.Tensor, residual: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, residual: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """``rms_norm(x)``, or ``(rms_norm(x + residual), x + residual)`` with a residual."""
+        eps = self._eps
+        if eps is None:
+            eps = _default_eps(x.dtype)
         if residual is None:
-            return rms_norm(x, self.normalized_shape, self.weight, self.eps)
-        return fused_add_rms_norm(x, residual, self.normalized_shape, self.weight, self.eps)
+            return torch.ops.spyre.rms_norm(x, self._shape, self.weight, eps)
+        return torch.ops.spyre.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
 
     def extra_repr(self) -> str:
         return (

@@ -6,6 +6,8 @@ accept an ``int`` for ``normalized_shape`` and carry the documentation.
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -14,9 +16,20 @@ ShapeLike = int | Sequence[int] | torch.Size
 
 
 def _as_shape(normalized_shape: ShapeLike) -> list[int]:
+    """``normalized_shape`` as the op takes it: a list (an int, or a NumPy
+    integer, as torch.nn.RMSNorm takes it, stands for one dim)."""
     if isinstance(normalized_shape, int):
         return [normalized_shape]
+    if isinstance(normalized_shape, numbers.Integral):
+        return [operator.index(normalized_shape)]
     return list(normalized_shape)
+
+
+def _check_eps(op: str, eps: float) -> None:
+    # torch.ops would turn a 0-dim tensor into a float in eager mode only
+    # (under torch.compile that is a data-dependent read); refused in both.
+    if isinstance(eps, torch.Tensor):
+        raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
 
 
 def rms_norm(
@@ -39,7 +52,7 @@ def rms_norm(
         normalized_shape: the trailing dimensions to normalize over (an int for one).
         weight: optional scale of shape ``normalized_shape``, any of those float
             dtypes (a float32 weight with bfloat16 ``x`` is fine), on ``x``'s device.
-        eps: finite, non-negative; added to the mean of squares.
+        eps: finite, non-negative float (not a tensor); added to the mean of squares.
         out: optional preallocated result of ``x``'s shape, dtype and device
             (any strides; may be ``x`` itself). Not differentiable.
 
@@ -48,7 +61,9 @@ def rms_norm(
 
     Raises:
         RuntimeError: for a shape, dtype or device mismatch, or a bad ``eps``.
+        TypeError: for a tensor ``eps``.
     """
+    _check_eps("spyre_ops.rms_norm", eps)
     if out is not None:
         return torch.ops.spyre.rms_norm.out(x, _as_shape(normalized_shape), weight, eps, out=out)
     return torch.ops.spyre.rms_norm(x, _as_shape(normalized_shape), weight, eps)
@@ -68,6 +83,7 @@ def fused_add_rms_norm(
     inputs are left untouched. ``residual`` must have ``x``'s shape, dtype and
     device. See :func:`rms_norm` for the other arguments.
     """
+    _check_eps("spyre_ops.fused_add_rms_norm", eps)
     return torch.ops.spyre.fused_add_rms_norm(
         x, residual, _as_shape(normalized_shape), weight, eps
     )
@@ -83,4 +99,5 @@ def fused_add_rms_norm_(
     """In-place :func:`fused_add_rms_norm`: writes ``out`` into ``x`` and
     ``x + residual`` into ``residual``. ``x`` and ``residual`` must not overlap.
     Not differentiable."""
+    _check_eps("spyre_ops.fused_add_rms_norm_", eps)
     torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape), weight, eps)

@@ -112,6 +112,10 @@ def _activation_ok(x: Any, op: str) -> bool:
     )
 
 
+def _needs_grad(*tensors: Any) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
 def _spyre_meets_dtype(dtype: torch.dtype) -> bool:
     # The Spyre kernels compute float32 input in fp16 unless the compute dtype is
     # float32 (spyre_ops.spyre.set_compute_dtype): fp16 accuracy is not vLLM's
@@ -140,9 +144,12 @@ def fused_add_rms_norm_supports_args(
 ) -> bool:
     """Whether the spyre provider serves these ``fused_add_rms_norm`` arguments:
     as :func:`rms_norm_supports_args`, with ``x_residual`` of ``x``'s shape,
-    dtype and device."""
+    dtype and device. The provider works in place, which autograd cannot
+    differentiate: with grad mode on, arguments that require grad are left to
+    the next provider (the kernel would refuse them)."""
     return (
         variance_size is None
+        and not _needs_grad(x, x_residual, weight)
         and _activation_ok(x, "spyre::fused_add_rms_norm_")
         and isinstance(x_residual, Tensor)
         and x_residual.dtype == x.dtype

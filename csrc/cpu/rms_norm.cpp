@@ -73,6 +73,7 @@ at::Tensor& rms_norm_out(
   const char* op = "spyre::rms_norm.out";
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_out(op, x, out);
+  check_weight_not_written(op, weight, "out", out);
   // out may be x itself (each row is read before it is written) but must not
   // overlap it partially, nor itself.
   at::assert_no_internal_overlap(out);
@@ -118,6 +119,8 @@ void fused_add_rms_norm_(
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
   check_inplace_no_overlap(x, residual);
+  check_weight_not_written(op, weight, "x", x);
+  check_weight_not_written(op, weight, "residual", residual);
   // Contiguous tensors are updated in place; others through contiguous copies.
   at::Tensor xc = x.contiguous();
   at::Tensor rc = residual.contiguous();

@@ -47,7 +47,6 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
     const Acc* wp = weight.has_value() ? wc.const_data_ptr<Acc>() : nullptr;
     T* gxp = grad_x.data_ptr<T>();
     std::vector<Acc> inv(rows);
-    const Acc eps_acc = static_cast<Acc>(eps);
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / cols), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const T* xr = xp + r * cols;
@@ -57,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
           const Acc v = static_cast<Acc>(xr[j]);
           sumsq += v * v;
         }
-        const Acc s = inverse_rms<T, Acc>(xr, cols, sumsq, eps_acc);
+        const Acc s = inverse_rms<T, Acc>(xr, cols, sumsq, eps);
         inv[r] = s;
         // dot = sum_j (g_j * w_j) * xhat_j
         Acc dot = 0;

@@ -7,32 +7,98 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <limits>
+#include <utility>
 
 #include "vec_lanes.h"
 
 namespace spyre_ops::cpu {
 
-// 1 / sqrt(mean(v^2) + eps) for a row whose sum of squares is `sumsq`.
-// When the sum of squares overflowed but every value is finite (|v| > ~1.8e19
-// in float), the row is rescaled by its largest magnitude and summed again,
-// so huge rows normalize correctly instead of collapsing to zero.
-template <typename T, typename Acc>
-Acc inverse_rms(const T* row, int64_t cols, Acc sumsq, Acc eps) {
-  if (std::isinf(sumsq)) {
-    Acc m = 0;
-    for (int64_t j = 0; j < cols; ++j) {
-      m = std::max(m, std::abs(static_cast<Acc>(row[j])));
-    }
-    if (std::isfinite(m)) {
-      Acc s = 0;
-      for (int64_t j = 0; j < cols; ++j) {
-        const Acc q = static_cast<Acc>(row[j]) / m;
-        s += q * q;
-      }
-      return Acc(1) / (m * std::sqrt(s / static_cast<Acc>(cols) + (eps / m) / m));
-    }
+// The range of sums of squares the fast path handles exactly: below `low`,
+// squares of the row's values may have underflowed (or the row is zero);
+// above `high`, they may have overflowed (or are Inf/NaN), or adding eps may.
+template <typename Acc>
+struct FastRange;
+template <>
+struct FastRange<float> {
+  static constexpr float low = 1e-20f;
+  static constexpr float high = 3.4e38f / 4;
+};
+template <>
+struct FastRange<double> {
+  static constexpr double low = 1e-280;
+  static constexpr double high = 1.7e308 / 4;
+};
+
+// Whether a row with sum of squares `sumsq` must take the exact (slow) path:
+// one predictable comparison pair, false for every ordinary row.
+template <typename Acc>
+inline bool needs_exact_path(Acc sumsq) {
+  return !(sumsq >= FastRange<Acc>::low && sumsq <= FastRange<Acc>::high);
+}
+
+// Whether eps itself is outside what the fast path can add in Acc.
+template <typename Acc>
+inline bool eps_needs_exact_path(double eps) {
+  return eps > static_cast<double>(FastRange<Acc>::high);
+}
+
+// The exact path for one row, in double, after the shared row semantics:
+// a NaN makes the whole row NaN; an Inf gives NaN there and 0 elsewhere; a
+// zero row gives NaN with eps == 0, else 0. Otherwise the row and eps are
+// scaled by c = max(max|v|, sqrt(eps)) before squaring, so nothing overflows
+// or underflows whatever the magnitudes. Returns (c, r) with
+// y[j] = (v[j] / c) * r * w[j]; for the special rows c = 1 and r is NaN or 0.
+template <typename T>
+std::pair<double, double> exact_row_scale(const T* row, int64_t cols, double eps) {
+  double m = 0;
+  bool nan = false;
+  for (int64_t j = 0; j < cols; ++j) {
+    const double v = std::abs(static_cast<double>(row[j]));
+    nan |= std::isnan(v);
+    m = std::max(m, v);
   }
-  return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + eps);
+  const double quiet_nan = std::numeric_limits<double>::quiet_NaN();
+  if (nan) {
+    return {1.0, quiet_nan};
+  }
+  if (std::isinf(m)) {
+    return {1.0, 0.0};  // v * 0: NaN at the Infs, 0 elsewhere
+  }
+  const double c = std::max(m, std::sqrt(eps));
+  if (c == 0) {
+    return {1.0, quiet_nan};  // all zeros and eps == 0: 0 / 0
+  }
+  // Four sums, so the rounding error does not grow with one long chain.
+  double s[4] = {0, 0, 0, 0};
+  for (int64_t j = 0; j < cols; ++j) {
+    const double q = static_cast<double>(row[j]) / c;
+    s[j & 3] += q * q;
+  }
+  const double sum = (s[0] + s[1]) + (s[2] + s[3]);
+  return {c, 1.0 / std::sqrt(sum / static_cast<double>(cols) + (eps / c) / c)};
+}
+
+// 1 / sqrt(mean(v^2) + eps) for a row whose sum of squares is `sumsq`
+// (computed in Acc); rows outside the fast range go through exact_row_scale.
+template <typename T, typename Acc>
+Acc inverse_rms(const T* row, int64_t cols, Acc sumsq, double eps) {
+  if (needs_exact_path(sumsq) || eps_needs_exact_path<Acc>(eps)) {
+    const auto [c, r] = exact_row_scale(row, cols, eps);
+    return static_cast<Acc>(r / c);
+  }
+  return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + static_cast<Acc>(eps));
+}
+
+// Writes y = v * inverse_rms(v) * w for one row through the exact path,
+// in double, rounded once to T.
+template <typename T, typename W>
+void normalize_row_exact(const T* row, const W* w, T* y, int64_t cols, double eps) {
+  const auto [c, r] = exact_row_scale(row, cols, eps);
+  for (int64_t j = 0; j < cols; ++j) {
+    const double v = static_cast<double>(row[j]) / c * r;
+    y[j] = static_cast<T>(w != nullptr ? v * static_cast<double>(w[j]) : v);
+  }
 }
 
 // y[r] = src[r] * inverse_rms(src[r]) * w, for rows [0, rows).
@@ -55,6 +121,7 @@ void rms_norm_rows(
   using V = Vectorized<Acc>;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
   const Acc eps_acc = static_cast<Acc>(eps);
+  const bool eps_exact = eps_needs_exact_path<Acc>(eps);
   // An output much larger than the caches is written with streaming stores:
   // nothing reads it back soon, and they spare reading each line before writing it.
   constexpr int64_t kStreamBytes = int64_t(16) << 20;
@@ -101,8 +168,12 @@ void rms_norm_rows(
         s1 = s1 + s3;
       }
       const Acc sumsq = at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
-      const V inv(inverse_rms<T, Acc>(src, cols, sumsq, eps_acc));
       T* yr = y + r * cols;
+      if (needs_exact_path(sumsq) || eps_exact) {
+        normalize_row_exact(src, w, yr, cols, eps);
+        continue;
+      }
+      const V inv(Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + eps_acc));
       const bool stream = stream_y && reinterpret_cast<uintptr_t>(yr) % 64 == 0;
       for (int64_t j = 0; j < cols; j += L::K) {
         const int64_t n = std::min<int64_t>(L::K, cols - j);

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = ["enable", "is_enabled", "transfers", "Transfers", "ON_DEVICE", "runs_
 DEVICE_NAME = "spyre"
 _DEFAULT_PRIVATEUSE1_NAME = "privateuseone"
 _enabled = False
+_enable_lock = threading.Lock()  # enable() may be called from several threads at once
 
 
 def is_enabled() -> bool:
@@ -68,6 +70,11 @@ def enable() -> None:
             PrivateUse1 backend already has another name or kernels from another
             library, or when ``torch.spyre`` already exists.
     """
+    with _enable_lock:
+        _enable_locked()
+
+
+def _enable_locked() -> None:
     global _enabled
     if _enabled:
         return
