@@ -203,9 +203,9 @@ def _dense_overlap(a: torch.Tensor, b: torch.Tensor) -> str:
         return "full"
     if not _same_storage(a, b) or guard_or_false(a.numel() == 0) or guard_or_false(b.numel() == 0):
         return "no"
-    from torch._prims_common import is_non_overlapping_and_dense
+    from torch._prims_common import is_non_overlapping_and_dense_or_false as dense
 
-    if not (is_non_overlapping_and_dense(a) and is_non_overlapping_and_dense(b)):
+    if not (dense(a) and dense(b)):
         return "too_hard"
     a0 = a.storage_offset() * a.element_size()
     b0 = b.storage_offset() * b.element_size()

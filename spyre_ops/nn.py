@@ -1,6 +1,8 @@
-"""``spyre_ops.nn.RMSNorm``: a drop-in for ``torch.nn.RMSNorm`` backed by the spyre ops."""
+"""``spyre_ops.nn.RMSNorm``: a drop-in for ``torch.nn.RMSNorm`` backed by the spyre ops.
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: TorchScript reads this
+module's class annotations and needs them as types, not strings.)
+"""
 
 from typing import List, Optional, Tuple, Union
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import _out_checks  # noqa: F401  (defines spyre::_check_rms_norm_out)
+
 ShapeLike = int | Sequence[int] | torch.Size
 
 
@@ -65,6 +67,15 @@ def rms_norm(
     """
     _check_eps("spyre_ops.rms_norm", eps)
     if out is not None:
+        if torch.compiler.is_compiling() and not out.is_contiguous():
+            # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
+            # the op writes a contiguous buffer, copied into out, after the checks
+            # eager mode makes on out itself (see _out_checks).
+            shape = _as_shape(normalized_shape)
+            torch.ops.spyre._check_rms_norm_out(x, shape, weight, eps, out)
+            buffer = torch.empty_like(out, memory_format=torch.contiguous_format)
+            torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=buffer)
+            return out.copy_(buffer)
         return torch.ops.spyre.rms_norm.out(x, _as_shape(normalized_shape), weight, eps, out=out)
     return torch.ops.spyre.rms_norm(x, _as_shape(normalized_shape), weight, eps)
 

@@ -49,7 +49,7 @@ def test_tiny_rows(dtype, eps, with_weight):
     g = torch.Generator().manual_seed(0)
     n = 37
     x = (torch.randn(4, n, generator=g, dtype=torch.float64) * _tiny_scale(dtype)).to(dtype)
-    assert (x != 0).all()
+    assert (x != 0).sum() > n  # mostly nonzero (a few randn values round to 0)
     w = (torch.rand(n, generator=g) + 0.5).to(dtype) if with_weight else None
     _check_all(x, n, w, eps)
 
@@ -87,10 +87,10 @@ def test_huge_rows_all_ops(dtype):
     _check_all(x, 300, torch.rand(300).to(dtype) + 0.5, 1e-5)
 
 
-@pytest.mark.parametrize("scale_exp", [-1060, -600, 600, 1000])
+@pytest.mark.parametrize("scale_exp", [-1000, -600, 600, 1000])
 def test_float64_rows_far_from_one_are_scale_invariant(scale_exp):
     # rms_norm(x * 2^k) == rms_norm(x) for eps = 0: checked where x^2 in float64
-    # underflows or overflows (the float64 reference itself cannot square these).
+    # underflows or overflows (x * 2^k still a normal float64, so exact) (the float64 reference itself cannot square these).
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 50, generator=g, dtype=torch.float64)
     scaled = torch.ldexp(x, torch.tensor(scale_exp))

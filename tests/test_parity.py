@@ -1,0 +1,179 @@
+"""Eager mode and torch.compile agree: what eager refuses, compile refuses with
+the same message (raised while tracing, by the fake kernels); what eager
+accepts, compile accepts (fullgraph=True)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import spyre_ops
+from reference import assert_close_to_ref, rms_norm_ref
+
+ops = torch.ops.spyre
+
+
+def _eager_and_compiled_errors(fn, *args, backend="aot_eager", dynamic=False):
+    """The message of the error fn raises in eager mode, and compiled."""
+    with pytest.raises(RuntimeError) as eager:
+        fn(*args)
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError) as compiled:
+        torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)(*args)
+    return str(eager.value), str(compiled.value)
+
+
+# (id, fn, args builder, message) for calls that eager refuses for an overlap.
+OVERLAPS = [
+    ("out-partially-x", lambda x, out: spyre_ops.rms_norm(x, 8, None, 1e-5, out=out),
+     lambda: (lambda b: (b[:4], b[1:]))(torch.randn(5, 8)),
+     "spyre::rms_norm.out: out overlaps x without being x"),
+    ("out-transposed-x", lambda x, out: spyre_ops.rms_norm(x, 8, None, 1e-5, out=out),
+     lambda: (lambda b: (b, b.t().contiguous().t()[:0].new_empty(0) if False else b.as_strided((8, 8), (1, 8))))(torch.randn(8, 8)),
+     "spyre::rms_norm.out: out overlaps x without being x"),
+    ("weight-is-a-row-of-out", lambda x, out: spyre_ops.rms_norm(x, 8, out[0], 1e-5, out=out),
+     lambda: (torch.randn(8, 8), torch.randn(8, 8)),
+     "spyre::rms_norm.out: weight shares memory with out"),
+    ("inplace-weight-in-residual", lambda x, r: spyre_ops.fused_add_rms_norm_(x, r, 8, r[0], 1e-5),
+     lambda: (torch.randn(8, 8), torch.randn(8, 8)),
+     "spyre::fused_add_rms_norm_: weight shares memory with residual"),
+    ("inplace-weight-in-x", lambda x, r: spyre_ops.fused_add_rms_norm_(x, r, 8, x[3], 1e-5),
+     lambda: (torch.randn(8, 8), torch.randn(8, 8)),
+     "spyre::fused_add_rms_norm_: weight shares memory with x"),
+    ("inplace-x-is-residual", lambda b: spyre_ops.fused_add_rms_norm_(b[:4], b[2:], 8, None, 1e-5),
+     lambda: (torch.randn(6, 8),),
+     "spyre::fused_add_rms_norm_: x and residual overlap"),
+]
+
+
+@pytest.mark.parametrize("fn,make_args,message", [c[1:] for c in OVERLAPS], ids=[c[0] for c in OVERLAPS])
+def test_overlaps_are_refused_in_eager_and_compiled(fn, make_args, message):
+    eager, compiled = _eager_and_compiled_errors(fn, *make_args())
+    assert message in eager
+    assert message in compiled
+
+
+def test_overlap_refused_under_inductor_too():
+    fn, make_args, message = OVERLAPS[0][1:]
+    eager, compiled = _eager_and_compiled_errors(fn, *make_args(), backend="inductor")
+    assert message in eager and message in compiled
+
+
+def test_overlap_refused_under_dynamic_shapes():
+    fn, make_args, message = OVERLAPS[2][1:]
+    _, compiled = _eager_and_compiled_errors(fn, *make_args(), dynamic=True)
+    assert message in compiled
+
+
+def test_disjoint_views_of_one_buffer_are_fine():
+    # weight and out in one storage without overlapping: computed, not refused.
+    buf = torch.randn(9 * 8)
+    w, out = buf[:8], buf[8:].view(8, 8)
+    x = torch.randn(8, 8)
+    expected = rms_norm_ref(x, [8], w.clone(), 1e-5)
+    assert spyre_ops.rms_norm(x, 8, w, 1e-5, out=out) is out
+    assert_close_to_ref(out, expected)
+
+
+def test_weight_overlap_error_message_from_the_issue():
+    x, out = torch.randn(64, 64), torch.randn(64, 64)
+    with pytest.raises(RuntimeError, match=r"spyre::rms_norm.out: weight shares memory with out.*weight.clone\(\)"):
+        spyre_ops.rms_norm(x, 64, out[0], out=out)
+    x, res = torch.randn(64, 64), torch.randn(64, 64)
+    before = (x.clone(), res.clone())
+    with pytest.raises(RuntimeError, match=r"weight shares memory with residual"):
+        spyre_ops.fused_add_rms_norm_(x, res, 64, res[0])
+    assert torch.equal(x, before[0]) and torch.equal(res, before[1])  # refused before writing
+
+
+def test_noncontiguous_out_works_compiled():
+    def f(x, w, out):
+        return spyre_ops.rms_norm(x, 8, w, 1e-5, out=out)
+
+    x, w = torch.randn(4, 8), torch.rand(8) + 0.5
+    eager_out = torch.empty(8, 4).t()
+    f(x, w, eager_out)
+    compiled_out = torch.empty(8, 4).t()
+    torch._dynamo.reset()
+    got = torch.compile(f, backend="aot_eager", fullgraph=True)(x, w, compiled_out)
+    assert got.data_ptr() == compiled_out.data_ptr()
+    assert_close_to_ref(compiled_out, rms_norm_ref(x, [8], w, 1e-5))
+    assert torch.equal(eager_out, compiled_out)
+
+
+@pytest.mark.parametrize("wrapper", ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_"])
+def test_tensor_eps_is_refused_eager_and_compiled(wrapper):
+    x = torch.randn(2, 8)
+    eps = torch.tensor(1e-5)
+    call = {
+        "rms_norm": lambda x, eps: spyre_ops.rms_norm(x, 8, None, eps),
+        "fused_add_rms_norm": lambda x, eps: spyre_ops.fused_add_rms_norm(x, x, 8, None, eps),
+        "fused_add_rms_norm_": lambda x, eps: spyre_ops.fused_add_rms_norm_(x, x.clone(), 8, None, eps),
+    }[wrapper]
+    message = f"spyre_ops.{wrapper}: eps must be a float, got a Tensor"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        call(x, eps)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=re.escape(message)):
+        torch.compile(call, backend="aot_eager", fullgraph=True)(x, eps)
+    with pytest.raises(TypeError, match="eps must be a float or None"):
+        spyre_ops.nn.RMSNorm(8, eps=eps)
+
+
+def test_dynamic_shape_errors_print_sizes_not_symbols():
+    def f(x, w):
+        return spyre_ops.rms_norm(x, x.shape[-1], w, 1e-5)
+
+    eager, compiled = _eager_and_compiled_errors(f, torch.randn(3, 16), torch.randn(15), dynamic=True)
+    message = "spyre::rms_norm: weight has shape [15] but normalized_shape is [16]"
+    assert message in eager and message in compiled
+
+    def g(x, r):
+        return spyre_ops.fused_add_rms_norm(x, r, x.shape[-1])
+
+    eager, compiled = _eager_and_compiled_errors(g, torch.randn(3, 16), torch.randn(5, 16), dynamic=True)
+    message = "spyre::fused_add_rms_norm: residual has shape [5, 16] but x has shape [3, 16]"
+    assert message in eager and message in compiled
+    assert not re.search(r"has shape \[[^\]]*\bs\d+", compiled)
+
+
+def _all_dtypes():
+    found = []
+    for name in dir(torch):
+        dtype = getattr(torch, name)
+        if isinstance(dtype, torch.dtype) and dtype not in found:
+            try:
+                t = torch.empty(2, 8, dtype=dtype)
+            except Exception:  # noqa: BLE001  (dtypes without a CPU tensor: nothing to pass)
+                continue
+            if not t.is_quantized:  # quantized tensors dispatch to a backend of their own
+                found.append(dtype)
+    return found
+
+
+@pytest.mark.parametrize("dtype", [d for d in _all_dtypes() if d not in (
+    torch.float32, torch.float64, torch.float16, torch.bfloat16)], ids=str)
+def test_dtype_names_are_the_same_in_eager_and_fake(dtype):
+    x = torch.empty(2, 8, dtype=dtype)
+    with pytest.raises(RuntimeError) as eager:
+        ops.rms_norm(x, [8], None, 1e-5)
+    with FakeTensorMode() as mode:
+        with pytest.raises(RuntimeError) as fake:
+            ops.rms_norm(mode.from_tensor(x), [8], None, 1e-5)
+    expected = f"spyre::rms_norm: x must be a float32, float64, float16 or bfloat16 tensor, got {dtype}"
+    assert str(eager.value).splitlines()[0] == expected
+    assert str(fake.value).splitlines()[0] == expected
+
+
+@pytest.mark.parametrize(("op", "args", "name"), [
+    (ops.rms_norm.default, lambda: (None, [8]), "x"),
+    (ops.fused_add_rms_norm.default, lambda: (None, torch.randn(2, 8), [8]), "x"),
+    (ops.fused_add_rms_norm.default, lambda: (torch.randn(2, 8), None, [8]), "residual"),
+    (ops.fused_add_rms_norm_.default, lambda: (torch.randn(2, 8), None, [8]), "residual"),
+])
+def test_none_tensor_names_the_argument(op, args, name):
+    with pytest.raises(RuntimeError, match=rf"{op._schema.name}: {name} must be a tensor, got None"):
+        op(*args())
