@@ -83,5 +83,8 @@ if NestedTensor is not None:
     torch.library.register_torch_dispatch(
         "spyre::rms_norm_backward", NestedTensor, _jagged_rms_norm_backward, lib=lib
     )
+    # The backward op has no autograd kernel of its own (see csrc/autograd.cpp):
+    # with a nested tensor it passes through autograd to the rule above.
+    lib.impl("rms_norm_backward", torch.library.fallthrough_kernel, "AutogradNestedTensor")
     torch.library.register_torch_dispatch("spyre::rms_norm.out", NestedTensor, _refuse, lib=lib)
     torch.library.register_torch_dispatch("spyre::fused_add_rms_norm_", NestedTensor, _refuse, lib=lib)
