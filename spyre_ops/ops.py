@@ -27,11 +27,10 @@ def _as_shape(normalized_shape: ShapeLike) -> list[int]:
     return list(normalized_shape)
 
 
-def _check_eps(op: str, eps: float) -> None:
+def _refuse_tensor_eps(op: str) -> None:
     # torch.ops would turn a 0-dim tensor into a float in eager mode only
     # (under torch.compile that is a data-dependent read); refused in both.
-    if isinstance(eps, torch.Tensor):
-        raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
+    raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
 
 
 def rms_norm(
@@ -65,7 +64,8 @@ def rms_norm(
         RuntimeError: for a shape, dtype or device mismatch, or a bad ``eps``.
         TypeError: for a tensor ``eps``.
     """
-    _check_eps("spyre_ops.rms_norm", eps)
+    if isinstance(eps, torch.Tensor):
+        _refuse_tensor_eps("spyre_ops.rms_norm")
     if out is not None:
         if torch.compiler.is_compiling() and not out.is_contiguous():
             # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
@@ -94,7 +94,8 @@ def fused_add_rms_norm(
     inputs are left untouched. ``residual`` must have ``x``'s shape, dtype and
     device. See :func:`rms_norm` for the other arguments.
     """
-    _check_eps("spyre_ops.fused_add_rms_norm", eps)
+    if isinstance(eps, torch.Tensor):
+        _refuse_tensor_eps("spyre_ops.fused_add_rms_norm")
     return torch.ops.spyre.fused_add_rms_norm(
         x, residual, _as_shape(normalized_shape), weight, eps
     )
@@ -110,5 +111,6 @@ def fused_add_rms_norm_(
     """In-place :func:`fused_add_rms_norm`: writes ``out`` into ``x`` and
     ``x + residual`` into ``residual``. ``x`` and ``residual`` must not overlap.
     Not differentiable."""
-    _check_eps("spyre_ops.fused_add_rms_norm_", eps)
+    if isinstance(eps, torch.Tensor):
+        _refuse_tensor_eps("spyre_ops.fused_add_rms_norm_")
     torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape), weight, eps)
