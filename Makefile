@@ -4,7 +4,9 @@
 #   make test   - the whole test suite; tests/spyre in a pytest process of its own,
 #                 since enabling the emulated spyre device renames PrivateUse1 for good
 #   make bench  - the CPU benchmark against every peer, vLLM's kernels included
-#                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run)
+#                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run):
+#                 writes $(BENCH_OUT)/rms_norm.{json,md} and a plot per dtype,
+#                 $(BENCH_OUT)/rms_norm_<dtype>.png (matplotlib, installed for it)
 # Each creates .venv, installs torch $(TORCH_VERSION) (CPU) and the test tools,
 # builds the extension; all are fast no-ops for what is already done.
 
@@ -30,8 +32,16 @@ test: $(VENV)/.built $(VENV)/.vllm
 
 build: $(VENV)/.built
 
-bench: $(VENV)/.built $(VENV)/.vllm
-	$(PY) benchmarks/bench_rms_norm.py $(BENCH_ARGS)
+BENCH_OUT ?= benchmarks/results
+
+bench: $(VENV)/.built $(VENV)/.vllm $(VENV)/.bench
+	$(PY) benchmarks/bench_rms_norm.py --json $(BENCH_OUT)/rms_norm.json \
+		--markdown $(BENCH_OUT)/rms_norm.md --plot $(BENCH_OUT) $(BENCH_ARGS)
+
+# What only the benchmark needs (drawing its plots): not part of `make test`.
+$(VENV)/.bench: $(VENV)/.deps
+	$(PIP) install matplotlib
+	touch $@
 
 # TORCH_PIP_ARGS: extra pip arguments for torch, e.g. an index of CPU wheels on a
 # machine that has no torch $(TORCH_VERSION) CPU wheel at hand.
