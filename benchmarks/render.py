@@ -108,7 +108,7 @@ def plot(result: dict, directory: str) -> list[str]:
     for dtype in dict.fromkeys(r["dtype"] for r in result["results"]):
         rows = [r for r in result["results"] if r["dtype"] == dtype]
         hiddens = sorted({r["hidden"] for r in rows})
-        fig, axes = plt.subplots(1, len(hiddens), figsize=(5 * len(hiddens), 4.6), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(hiddens), figsize=(4.5 * len(hiddens), 4.8), sharey=True, squeeze=False)
         for ax, h in zip(axes[0], hiddens):
             hr = sorted((r for r in rows if r["hidden"] == h), key=lambda r: r["tokens"])
             for col, style in PLOT_STYLES.items():
@@ -129,14 +129,13 @@ def plot(result: dict, directory: str) -> list[str]:
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("GB/s (bytes read + written / time)")
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="center right", fontsize=8)
+        axes[0][-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
         fig.suptitle(
-            f"RMSNorm {dtype}, {m['statistic']} of interleaved batches, {m['torch_threads']} thread(s), "
-            f"{m['mode']}; red circles: noisy cells\n{m['cpu']}, spyre_ops {m['spyre_ops_cpu_capability']}, "
-            f"{m['vllm']}, torch {m['torch']}", fontsize=9)
-        fig.tight_layout(rect=(0, 0, 0.86, 1))
+            f"RMSNorm {dtype}: {m['statistic']} over interleaved rounds, {m['torch_threads']} thread(s), "
+            f"{m['mode']}\n{m['cpu']}, spyre_ops {m['spyre_ops_cpu_capability']}, {m['vllm']}, "
+            f"torch {m['torch']}\nred circle: a noisy cell (its rounds disagree)", fontsize=8, y=1.0, va="bottom")
         path = os.path.join(directory, f"rms_norm_{dtype}.png")
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
