@@ -114,8 +114,14 @@ struct FusedAddRmsNormFunction : public torch::autograd::Function<FusedAddRmsNor
   }
 };
 
-// Whether a call must record a graph node: grad mode on and an input requiring grad.
+// Whether a call must go through the autograd Function: grad mode on and an
+// input requiring grad, or an input carrying a forward-mode tangent (which the
+// Function refuses, rather than dropping it).
 bool records_grad(const at::Tensor& x, const at::Tensor* r, const OptTensor& w) {
+  auto tangent = [](const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); };
+  if (tangent(x) || (r != nullptr && tangent(*r)) || (w.has_value() && tangent(*w))) {
+    return true;
+  }
   return c10::GradMode::is_enabled() &&
          (x.requires_grad() || (r != nullptr && r->requires_grad()) || (w.has_value() && w->requires_grad()));
 }
