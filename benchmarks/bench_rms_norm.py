@@ -201,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             f.write(render.markdown(out))
         print(f"# wrote {args.markdown}")
     if args.plot:
-        for path in render.plot(out, args.plot):
-            print(f"# wrote {path}")
+        try:
+            for path in render.plot(out, args.plot):
+                print(f"# wrote {path}")
+        except ImportError as e:
+            print(f"# no plot: {e} (pip install matplotlib, or `make bench`)", file=sys.stderr)
+            return 1
     return 0
 
 
