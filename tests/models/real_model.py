@@ -15,7 +15,7 @@ MODEL_DIR = Path(os.environ.get("SPYRE_OPS_REAL_MODEL_DIR", REPO / ".cache/model
 #: Chat prompts of different lengths (so compiled graphs see several token counts).
 QUESTIONS = ("What is the capital of France?", "Name a primary color.", "What is 2 + 2?")
 #: Tokens generated per prompt: enough to compare answers, little enough for 2 busy cores.
-NEW_TOKENS = 12
+NEW_TOKENS = 8
 NUM_NORMS = 61  # 30 layers x 2 + the final norm
 
 
