@@ -70,7 +70,7 @@ def select_native(worker) -> None:
 def trace_counts(folder: str) -> list[dict]:
     """Per trace file (one per worker process): its process ids and op counts."""
     found = []
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(folder, "*.pt.trace.json"))):
         with open(path) as f:
             events = json.load(f)["traceEvents"]
         counts = Counter(e["name"] for e in events if e.get("ph") == "X" and e.get("name") in COUNTED)
