@@ -37,8 +37,9 @@ SCRIPT = Path(__file__).with_name("vllm_run.py")
 FP32_LOGPROB_ATOL = 1e-3
 #: bfloat16 (8 bits of mantissa): the library op rounds once where vLLM's native
 #: formula rounds the normalized row, then the product; a one-ulp (2**-8) change of a
-#: norm output moves a logprob of about -10 (vocab 49152) by a few hundredths. 0.3
-#: bounds the worst position, 0.05 the mean, which a systematic error would move.
+#: norm output moves a logprob of about -10 (vocab 49152) by a few hundredths (measured:
+#: max 0.07, mean 0.02 over 126 positions). 0.3 bounds the worst position, 0.05 the
+#: mean, which a systematic error would move.
 BF16_LOGPROB_ATOL = 0.3
 BF16_LOGPROB_MEAN_ATOL = 0.05
 
@@ -67,15 +68,25 @@ def tp2(model_dir, tmp_path_factory):
                 env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
 
 
-def _diffs(run: dict) -> list[float]:
+def _diffs(run: dict, same_tokens: bool = True) -> tuple[list[float], int, int]:
+    """|logprob(spyre) - logprob(native)| at every prompt position and at every generated
+    position up to the first differing token; with the count of equal generated tokens
+    (up to each first difference) and of all generated tokens. ``same_tokens``: require
+    every generated token to be equal."""
     spyre, native = run["runs"]["spyre"]["outputs"], run["runs"]["native"]["outputs"]
-    diffs = []
+    diffs, agreeing, total = [], 0, 0
     for s, n in zip(spyre, native, strict=True):
-        assert s["tokens"] == n["tokens"]
-        pairs = list(zip(s["prompt_logprobs"], n["prompt_logprobs"], strict=True)) + \
-            list(zip(s["logprobs"], n["logprobs"], strict=True))
-        diffs += [abs(a - b) for a, b in pairs if a is not None]
-    return diffs
+        if same_tokens:
+            assert s["tokens"] == n["tokens"]
+        diffs += [abs(a - b) for a, b in zip(s["prompt_logprobs"], n["prompt_logprobs"], strict=True)
+                  if a is not None]
+        total += len(s["tokens"])
+        for a, b, la, lb in zip(s["tokens"], n["tokens"], s["logprobs"], n["logprobs"]):
+            diffs.append(abs(la - lb))  # the logprob of the token each run chose here
+            if a != b:
+                break
+            agreeing += 1
+    return diffs, agreeing, total
 
 
 def _check_workers(run: dict, ranks: int) -> None:
@@ -90,7 +101,7 @@ def _check_workers(run: dict, ranks: int) -> None:
         for w in workers:
             assert w["registered"] and w["loaded_by_vllm"]
             assert w["priority"] == {"rms_norm": priority, "fused_add_rms_norm": priority}
-    traces = {name: [t for t in run["traces"] if t["file"].startswith(name + os.sep)] for name in ("spyre", "native")}
+    traces = {name: [t for t in run["traces"] if t["file"].startswith(name + "_rank")] for name in ("spyre", "native")}
     assert len(traces["spyre"]) == len(traces["native"]) == ranks  # one trace per worker
     # every worker ran the library ops in the spyre run, under its own pid ...
     assert sorted(p for t in traces["spyre"] for p in t["pids"]) == pids
@@ -111,7 +122,8 @@ def test_fp32_engine_workers_registered_and_ran_the_op(fp32):
 
 
 def test_fp32_answers_and_logprobs_match_native(fp32):
-    diffs = _diffs(fp32)
+    diffs, agreeing, total = _diffs(fp32)
+    assert agreeing == total == len(real_model.QUESTIONS) * real_model.NEW_TOKENS
     assert len(diffs) >= 100
     assert max(diffs) <= FP32_LOGPROB_ATOL, max(diffs)
 
@@ -131,7 +143,13 @@ def test_tp2_bf16_every_rank_registered_and_ran_the_op(tp2):
 
 
 def test_tp2_bf16_logprobs_match_native(tp2):
-    diffs = _diffs(tp2)
+    """Random weights have near-ties between the top tokens, which bf16 rounding may flip
+    (measured: one of three answers differed from its 3rd token on): the teacher-forced
+    prompt positions are compared everywhere, generated ones up to the first difference."""
+    diffs, agreeing, total = _diffs(tp2, same_tokens=False)
     assert len(diffs) >= 100
+    # every answer's first token agrees (a near-tie there is unlikely; a wrong norm breaks it)
+    assert all(s["tokens"][0] == n["tokens"][0] for s, n in
+               zip(tp2["runs"]["spyre"]["outputs"], tp2["runs"]["native"]["outputs"]))
     assert max(diffs) <= BF16_LOGPROB_ATOL, max(diffs)
     assert sum(diffs) / len(diffs) <= BF16_LOGPROB_MEAN_ATOL

@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     model = str(real_model.MODEL_DIR)
     if args.tp_model:
-        model = os.path.join(os.path.abspath(args.profile_dir), "tp-model")
+        model = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tp-model")
         write_tp_checkpoint(model)
 
     from vllm import LLM, SamplingParams
@@ -145,10 +145,7 @@ def main() -> None:
         if name == "native":
             llm.collective_rpc(select_native)
         workers = llm.collective_rpc(worker_state)
-        folder = os.path.join(args.profile_dir, name)
-        os.makedirs(folder, exist_ok=True)
-        llm.llm_engine.vllm_config.profiler_config.torch_profiler_dir = folder  # frontend side only
-        llm.start_profile(profile_prefix=name)
+        llm.start_profile(profile_prefix=name)  # traces "<name>_rank<r>.*.pt.trace.json"
         outputs = llm.chat(messages, params, use_tqdm=False)
         llm.stop_profile()
         result["runs"][name] = {
@@ -164,18 +161,9 @@ def main() -> None:
                 for o in outputs
             ],
         }
-    result["traces"] = trace_counts_all(args.profile_dir)
+    result["traces"] = trace_counts(args.profile_dir)
     with open(args.out, "w") as f:
         json.dump(result, f)
-
-
-def trace_counts_all(folder: str) -> list[dict]:
-    found = []
-    for root, _, _ in os.walk(folder):
-        for entry in trace_counts(root):
-            entry["file"] = os.path.relpath(os.path.join(root, entry["file"]), folder)
-            found.append(entry)
-    return found
 
 
 if __name__ == "__main__":
