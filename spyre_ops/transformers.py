@@ -306,7 +306,8 @@ def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
 
     Raises:
         ValueError: unknown RMSNorm classes, a class whose arithmetic is not its
-            family's, or a module without a float ``eps``; nothing is patched then.
+            family's, a module without a float ``eps``, or one whose ``forward`` is
+            set on the instance (it would bypass the patch); nothing is patched then.
         RuntimeError: if a module of ``model`` is already patched.
     """
     norms = find_norms(model)
@@ -315,6 +316,13 @@ def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
         raise RuntimeError(
             f"spyre_ops.transformers.patch: {len(already)} modules are already patched "
             f"(e.g. {already[0]!r}); call unpatch(model) first"
+        )
+    overridden = [name for name, module, _ in norms if "forward" in module.__dict__]
+    if overridden:
+        raise ValueError(
+            f"spyre_ops.transformers.patch: {len(overridden)} norm modules (e.g. {overridden[0]!r}) have "
+            "a forward set on the instance (accelerate's offloading hooks, kernels' kernelize, ...), "
+            "which would bypass the patched class; nothing was patched"
         )
     eps = {name: _eps_of(module) for name, module, _ in norms}  # raises before any change
     if check:

@@ -129,6 +129,16 @@ def test_second_patch_is_refused_and_unpatch_counts():
     assert type(model[0]) is nn.RMSNorm and "_spyre_ops_eps" not in model[0].__dict__
 
 
+def test_instance_level_forward_is_refused():
+    """A forward set on the instance (as accelerate's hooks and kernelize do) would
+    silently bypass the patched class: refused instead."""
+    model = nn.Sequential(nn.RMSNorm(16), nn.RMSNorm(16))
+    model[1].forward = model[1].forward  # an instance attribute, as those tools set
+    with pytest.raises(ValueError, match=r"'1'\) have a forward set on the instance"):
+        spyre_tf.patch(model)
+    assert not spyre_tf.is_patched(model[0])
+
+
 def test_imports_without_transformers():
     code = ("import sys; sys.modules['transformers'] = None\n"
             "import spyre_ops, spyre_ops.transformers as t, torch\n"
