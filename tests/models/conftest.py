@@ -49,3 +49,10 @@ def smollm(model_dir):
 def prompts(smollm):
     _, tokenizer = smollm
     return [real_model.chat_ids(tokenizer, q) for q in real_model.QUESTIONS]
+
+
+@pytest.fixture(scope="session")
+def cpu_fp32_answers(smollm, prompts):
+    """The unpatched float32 model's greedy answers (token ids), computed once for every test."""
+    model, _ = smollm
+    return [real_model.greedy(model, ids) for ids in prompts]

@@ -21,11 +21,11 @@ LOGPROB_ATOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def unpatched(smollm, prompts):
+def unpatched(smollm, prompts, cpu_fp32_answers):
     model, _ = smollm
     with torch.no_grad():
         logits = [model(ids, use_cache=False).logits for ids in prompts]
-    return logits, [real_model.greedy(model, ids) for ids in prompts]
+    return logits, cpu_fp32_answers
 
 
 @pytest.fixture(scope="module")

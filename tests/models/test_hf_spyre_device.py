@@ -34,11 +34,11 @@ def spyre_run(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cpu_run(smollm, prompts):
+def cpu_run(smollm, prompts, cpu_fp32_answers):
     model, _ = smollm
     with torch.no_grad():
         logprobs = [model(ids, use_cache=False).logits[0, -1].log_softmax(-1) for ids in prompts]
-    return logprobs, [real_model.greedy(model, ids) for ids in prompts]
+    return logprobs, cpu_fp32_answers
 
 
 def test_model_ran_on_the_device_in_fp16(spyre_run):
