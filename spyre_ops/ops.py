@@ -66,18 +66,18 @@ def rms_norm(
     """
     if isinstance(eps, torch.Tensor):
         _refuse_tensor_eps("spyre_ops.rms_norm")
+    shape = [normalized_shape] if isinstance(normalized_shape, int) else _as_shape(normalized_shape)
     if out is not None:
         if torch.compiler.is_compiling() and not out.is_contiguous():
             # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
             # the op writes a contiguous buffer, copied into out, after the checks
             # eager mode makes on out itself (see _out_checks).
-            shape = _as_shape(normalized_shape)
             torch.ops.spyre._check_rms_norm_out(x, shape, weight, eps, out)
             buffer = torch.empty_like(out, memory_format=torch.contiguous_format)
             torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=buffer)
             return out.copy_(buffer)
-        return torch.ops.spyre.rms_norm.out(x, _as_shape(normalized_shape), weight, eps, out=out)
-    return torch.ops.spyre.rms_norm(x, _as_shape(normalized_shape), weight, eps)
+        return torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=out)
+    return torch.ops.spyre.rms_norm(x, shape, weight, eps)
 
 
 def fused_add_rms_norm(
@@ -96,9 +96,7 @@ def fused_add_rms_norm(
     """
     if isinstance(eps, torch.Tensor):
         _refuse_tensor_eps("spyre_ops.fused_add_rms_norm")
-    return torch.ops.spyre.fused_add_rms_norm(
-        x, residual, _as_shape(normalized_shape), weight, eps
-    )
+    return torch.ops.spyre.fused_add_rms_norm(x, residual, _as_shape(normalized_shape), weight, eps)
 
 
 def fused_add_rms_norm_(

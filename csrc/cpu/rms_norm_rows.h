@@ -102,6 +102,124 @@ C10_NOINLINE void normalize_row_exact(const T* row, const W* w, T* y, int64_t co
   }
 }
 
+// Sum of squares of one row of x, in four accumulators over two chunks at a
+// time (so the sum is not bound by the latency of one chain of multiply-adds);
+// whole chunks without tail checks, then at most one partial chunk.
+template <typename T, typename Acc>
+Acc sum_squares(const T* src, int64_t cols) {
+  using L = Lanes<T, Acc>;
+  using V = Vectorized<Acc>;
+  V s0(Acc(0)), s1(Acc(0)), s2(Acc(0)), s3(Acc(0));
+  int64_t j = 0;
+  for (; j + 2 * L::K <= cols; j += 2 * L::K) {
+    L::square_add(src + j, s0, s1);
+    L::square_add(src + j + L::K, s2, s3);
+  }
+  for (; j < cols; j += L::K) {
+    V a, b;
+    L::load(src + j, std::min<int64_t>(L::K, cols - j), a, b);
+    s0 = at::vec::fmadd(a, a, s0);
+    s1 = at::vec::fmadd(b, b, s1);
+  }
+  return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, (s0 + s2) + (s1 + s3));
+}
+
+// Sum of squares of one row of round(x + residual), written to residual_out
+// (the rounded sum is what gets normalized).
+template <typename T, typename Acc>
+Acc add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
+  using L = Lanes<T, Acc>;
+  using V = Vectorized<Acc>;
+  V s0(Acc(0)), s1(Acc(0));
+  V a, b, c, d;
+  for (int64_t j = 0; j < cols; j += L::K) {
+    const int64_t n = std::min<int64_t>(L::K, cols - j);
+    L::load(x + j, n, a, b);
+    L::load(residual + j, n, c, d);
+    a = a + c;
+    b = b + d;
+    L::store_rounded(residual_out + j, n, a, b);
+    s0 = at::vec::fmadd(a, a, s0);
+    s1 = at::vec::fmadd(b, b, s1);
+  }
+  return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
+}
+
+// yr = src * inv * w (w may be null: no weight), whole chunks first, then at most
+// one partial chunk. kStream: whole chunks with streaming stores (yr 64-byte aligned).
+template <bool kStream, typename T, typename W, typename Acc>
+void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
+  using L = Lanes<T, Acc>;
+  using LW = Lanes<W, Acc>;
+  using V = Vectorized<Acc>;
+  const V inv(inv_rms);
+  V a, b, c, d;
+  auto store = [&](int64_t j, int64_t n) {
+    if (kStream && n == L::K) {
+      L::store_stream(yr + j, a, b);
+    } else {
+      L::store(yr + j, n, a, b);
+    }
+  };
+  int64_t j = 0;
+  if (w != nullptr) {
+    for (; j + L::K <= cols; j += L::K) {
+      L::load(src + j, L::K, a, b);
+      LW::load(w + j, L::K, c, d);
+      a = a * inv * c;
+      b = b * inv * d;
+      store(j, L::K);
+    }
+    if (j < cols) {
+      L::load(src + j, cols - j, a, b);
+      LW::load(w + j, cols - j, c, d);
+      a = a * inv * c;
+      b = b * inv * d;
+      store(j, cols - j);
+    }
+  } else {
+    for (; j + L::K <= cols; j += L::K) {
+      L::load(src + j, L::K, a, b);
+      a = a * inv;
+      b = b * inv;
+      store(j, L::K);
+    }
+    if (j < cols) {
+      L::load(src + j, cols - j, a, b);
+      a = a * inv;
+      b = b * inv;
+      store(j, cols - j);
+    }
+  }
+}
+
+// One row: y = src * inverse_rms(src) * w, where src = x, or round(x + residual)
+// written to residual_out first when there is a residual. Arguments by value,
+// so that the loops keep them in registers.
+template <typename T, typename W>
+void rms_norm_row(
+    const T* x, const T* residual, T* residual_out, const W* w, T* y, int64_t cols, double eps, bool stream) {
+  using Acc = typename AccOf<T>::type;
+  const T* src = x;
+  Acc sumsq;
+  if (residual != nullptr) {
+    sumsq = add_sum_squares<T, Acc>(x, residual, residual_out, cols);
+    src = residual_out;
+  } else {
+    sumsq = sum_squares<T, Acc>(x, cols);
+  }
+  if (C10_UNLIKELY(needs_exact_path(sumsq) || eps_needs_exact_path<Acc>(eps))) {
+    normalize_row_exact(src, w, y, cols, eps);
+    return;
+  }
+  const Acc inv = Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + static_cast<Acc>(eps));
+  if (stream && reinterpret_cast<uintptr_t>(y) % 64 == 0) {
+    scale_row<true>(src, w, y, cols, inv);
+  } else {
+    scale_row<false>(src, w, y, cols, inv);
+  }
+}
+
 // y[r] = src[r] * inverse_rms(src[r]) * w, for rows [0, rows).
 // Without a residual, src = x. With one, src = round(x + residual), written to
 // residual_out first (which may alias residual; y may alias x).
@@ -116,82 +234,17 @@ void rms_norm_rows(
     int64_t rows,
     int64_t cols,
     double eps) {
-  using Acc = typename AccOf<T>::type;
-  using L = Lanes<T, Acc>;
-  using LW = Lanes<W, Acc>;
-  using V = Vectorized<Acc>;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-  const Acc eps_acc = static_cast<Acc>(eps);
-  const bool eps_exact = eps_needs_exact_path<Acc>(eps);
   // An output much larger than the caches is written with streaming stores:
   // nothing reads it back soon, and they spare reading each line before writing it.
   constexpr int64_t kStreamBytes = int64_t(16) << 20;
   const bool stream_y = rows * cols * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows, grain, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const T* src = x + r * cols;
-      V s0(Acc(0)), s1(Acc(0));
-      V a, b, c, d;
-      if (residual != nullptr) {
-        const T* rr = residual + r * cols;
-        T* ro = residual_out + r * cols;
-        for (int64_t j = 0; j < cols; j += L::K) {
-          const int64_t n = std::min<int64_t>(L::K, cols - j);
-          L::load(src + j, n, a, b);
-          L::load(rr + j, n, c, d);
-          a = a + c;
-          b = b + d;
-          L::store_rounded(ro + j, n, a, b);  // the rounded sum is what gets normalized
-          s0 = at::vec::fmadd(a, a, s0);
-          s1 = at::vec::fmadd(b, b, s1);
-        }
-        src = ro;
-      } else {
-        // Four accumulators over two chunks at a time, so the sum is not
-        // bound by the latency of one chain of multiply-adds.
-        V s2(Acc(0)), s3(Acc(0));
-        int64_t j = 0;
-        for (; j + 2 * L::K <= cols; j += 2 * L::K) {
-          L::load(src + j, L::K, a, b);
-          L::load(src + j + L::K, L::K, c, d);
-          s0 = at::vec::fmadd(a, a, s0);
-          s1 = at::vec::fmadd(b, b, s1);
-          s2 = at::vec::fmadd(c, c, s2);
-          s3 = at::vec::fmadd(d, d, s3);
-        }
-        for (; j < cols; j += L::K) {
-          const int64_t n = std::min<int64_t>(L::K, cols - j);
-          L::load(src + j, n, a, b);
-          s0 = at::vec::fmadd(a, a, s0);
-          s1 = at::vec::fmadd(b, b, s1);
-        }
-        s0 = s0 + s2;
-        s1 = s1 + s3;
-      }
-      const Acc sumsq = at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
-      T* yr = y + r * cols;
-      if (C10_UNLIKELY(needs_exact_path(sumsq) || eps_exact)) {
-        normalize_row_exact(src, w, yr, cols, eps);
-        continue;
-      }
-      const V inv(Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + eps_acc));
-      const bool stream = stream_y && reinterpret_cast<uintptr_t>(yr) % 64 == 0;
-      for (int64_t j = 0; j < cols; j += L::K) {
-        const int64_t n = std::min<int64_t>(L::K, cols - j);
-        L::load(src + j, n, a, b);
-        a = a * inv;
-        b = b * inv;
-        if (w != nullptr) {
-          LW::load(w + j, n, c, d);
-          a = a * c;
-          b = b * d;
-        }
-        if (stream && n == L::K) {
-          L::store_stream(yr + j, a, b);
-        } else {
-          L::store(yr + j, n, a, b);
-        }
-      }
+      const int64_t o = r * cols;
+      rms_norm_row<T, W>(
+          x + o, residual ? residual + o : nullptr, residual ? residual_out + o : nullptr, w, y + o, cols, eps,
+          stream_y);
     }
     if (stream_y) {
       stream_fence();

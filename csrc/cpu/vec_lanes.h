@@ -63,6 +63,13 @@ struct NativeLanes {
   static void store_rounded(T* p, int64_t n, V& a, V& b) {
     store(p, n, a, b);
   }
+  // s0 += squares of the first half of the whole chunk at p, s1 of the second.
+  static void square_add(const T* p, V& s0, V& s1) {
+    const V a = V::loadu(p);
+    const V b = V::loadu(p + V::size());
+    s0 = at::vec::fmadd(a, a, s0);
+    s1 = at::vec::fmadd(b, b, s1);
+  }
   // A whole chunk at a 64-byte aligned p, bypassing the caches where supported.
   static void store_stream(T* p, const V& a, const V& b) {
 #if defined(CPU_CAPABILITY_AVX512)
@@ -79,6 +86,28 @@ struct NativeLanes {
     store(p, K, a, b);
   }
 };
+
+// s0, s1 += squares of the chunk of 2 * Vectorized<float>::size() bfloat16 at p.
+// A bfloat16 is the upper half of its float: read as 32-bit lanes, the chunk
+// gives its even elements by a left shift and its odd ones by a mask, two
+// operations instead of the four of widening it in order (the products are the
+// same; only the grouping of the float partial sums differs).
+inline void bf16_square_add(const c10::BFloat16* p, Vectorized<float>& s0, Vectorized<float>& s1) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512i v = _mm512_loadu_si512(p);
+  const Vectorized<float> even(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+  const Vectorized<float> odd(_mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u)))));
+#elif defined(CPU_CAPABILITY_AVX2)
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const Vectorized<float> even(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+  const Vectorized<float> odd(_mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(int(0xffff0000u)))));
+#else
+  Vectorized<float> even, odd;
+  std::tie(even, odd) = at::vec::convert_to_float<c10::BFloat16>(Vectorized<c10::BFloat16>::loadu(p));
+#endif
+  s0 = at::vec::fmadd(even, even, s0);
+  s1 = at::vec::fmadd(odd, odd, s1);
+}
 
 // T stored as a 16-bit float, computed in float.
 template <typename T>
@@ -110,6 +139,18 @@ struct ReducedLanes {
       r.store(p, n);
     }
     std::tie(a, b) = at::vec::convert_to_float<T>(r);
+  }
+  // s0, s1 += squares of the whole chunk at p (which lane gets which element
+  // is free: only the total matters).
+  static void square_add(const T* p, V& s0, V& s1) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      bf16_square_add(p, s0, s1);
+    } else {
+      V a, b;
+      load(p, K, a, b);
+      s0 = at::vec::fmadd(a, a, s0);
+      s1 = at::vec::fmadd(b, b, s1);
+    }
   }
   // A whole chunk at a 64-byte aligned p, bypassing the caches where supported.
   static void store_stream(T* p, const V& a, const V& b) {

@@ -1,0 +1,357 @@
+"""Hugging Face transformers integration: route a model's RMSNorm modules to the spyre ops.
+
+``patch(model)`` changes the class of every RMSNorm module of ``model`` to a
+subclass whose ``forward`` is one call of ``torch.ops.spyre.rms_norm``; the
+modules keep their parameters, buffers, hooks and state-dict keys.
+:func:`unpatch` (or the returned report's :meth:`PatchReport.undo`, or leaving
+it as a ``with`` block) restores the original classes::
+
+    import spyre_ops.transformers as spyre_tf
+
+    report = spyre_tf.patch(model)     # e.g. 61 modules of a Llama
+    print(report)                      # what was patched, by class and family
+    model.generate(...)                # every RMSNorm is torch.ops.spyre.rms_norm
+    report.undo()                      # back to transformers' own forward
+
+Two families of norms are covered, each a list of transformers classes
+(:data:`NORM_CLASSES`):
+
+* ``"llama"``: ``weight * x / sqrt(mean(x^2) + eps)`` (Llama, Mistral, Mixtral,
+  Qwen2/2.5/3 and their per-head q/k norms, Granite, Phi-3, SmolLM3, OLMo-2,
+  ``torch.nn.RMSNorm``, ...). transformers rounds the normalized row to the input
+  dtype before multiplying by the weight; the library op multiplies in float32
+  and rounds once (identical in float32, at most one rounding apart in 16 bits).
+* ``"gemma"``: ``(1 + weight) * x / sqrt(mean(x^2) + eps)`` computed in float32
+  and rounded once (Gemma, Gemma 2, Gemma 3): the op receives ``1 + weight`` in
+  float32, one small add on the weight per call.
+
+Any other module whose class name says RMSNorm is refused (``ValueError`` naming
+the classes) rather than guessed at; :func:`register_norm_class` declares a
+class's family. Before patching, each class's forward is checked against the
+family's formula on a random float32 input, so a class whose arithmetic differs
+from what its family assumes is refused too.
+
+The patched forward works on any device the ops have kernels for (CPU; spyre,
+the emulated device included) and under ``torch.compile(fullgraph=True)``,
+where each norm is one ``spyre::rms_norm`` node (``eps`` is a graph constant).
+
+This module never imports transformers: it recognizes classes by name, so
+it imports (and :func:`patch` works on any ``torch.nn.Module`` tree) without
+transformers installed; ``import spyre_ops`` does not import this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .nn import _ConstantFloat
+
+__all__ = [
+    "FAMILIES",
+    "NORM_CLASSES",
+    "PatchReport",
+    "find_norms",
+    "is_patched",
+    "patch",
+    "patched_modules",
+    "register_norm_class",
+    "unpatch",
+]
+
+#: The norm families and what their forward computes.
+FAMILIES = {
+    "llama": "weight * x / sqrt(mean(x^2) + eps)",
+    "gemma": "(1 + weight) * x / sqrt(mean(x^2) + eps), in float32",
+}
+
+#: transformers class name -> family. Extend with :func:`register_norm_class`.
+NORM_CLASSES: dict[str, str] = {
+    name: "llama"
+    for name in (
+        "RMSNorm",  # torch.nn.RMSNorm
+        "LlamaRMSNorm",
+        "MistralRMSNorm",
+        "MixtralRMSNorm",
+        "Qwen2RMSNorm",
+        "Qwen2MoeRMSNorm",
+        "Qwen3RMSNorm",
+        "Qwen3MoeRMSNorm",
+        "GraniteRMSNorm",
+        "GraniteMoeRMSNorm",
+        "Phi3RMSNorm",
+        "SmolLM3RMSNorm",
+        "Olmo2RMSNorm",
+    )
+}
+NORM_CLASSES.update({name: "gemma" for name in ("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm")})
+
+#: A class name that says "RMS norm" (module classes matching it must be known).
+_LOOKS_LIKE_RMS_NORM = re.compile(r"rms_?norm", re.IGNORECASE)
+
+#: Attribute on a patched module holding eps as a graph constant.
+_EPS_ATTR = "_spyre_ops_eps"
+
+
+def register_norm_class(cls: type | str, family: str) -> None:
+    """Declares that RMSNorm class ``cls`` (a class or class name) computes ``family``'s formula.
+
+    Args:
+        cls: the module class (or its ``__name__``).
+        family: a key of :data:`FAMILIES` (``"llama"`` or ``"gemma"``).
+
+    Raises:
+        ValueError: for an unknown family.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"spyre_ops.transformers: family must be one of {sorted(FAMILIES)}, got {family!r}")
+    NORM_CLASSES[cls if isinstance(cls, str) else cls.__name__] = family
+
+
+# ---------------------------------------------------------------------------
+# The patched forwards
+# ---------------------------------------------------------------------------
+
+
+def _normalized_shape(module: nn.Module) -> list[int]:
+    weight = getattr(module, "weight", None)
+    if weight is not None:
+        return list(weight.shape)
+    return list(module.normalized_shape)
+
+
+def _llama_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
+    return torch.ops.spyre.rms_norm(
+        hidden_states, self._spyre_ops_shape, self.weight, getattr(self, _EPS_ATTR)
+    )
+
+
+def _gemma_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
+    scale = 1.0 + self.weight.float()
+    return torch.ops.spyre.rms_norm(hidden_states, self._spyre_ops_shape, scale, getattr(self, _EPS_ATTR))
+
+
+_FORWARDS = {"llama": _llama_forward, "gemma": _gemma_forward}
+_patched_classes: dict[tuple[type, str], type] = {}
+
+
+def _patched_class(cls: type, family: str) -> type:
+    key = (cls, family)
+    if key not in _patched_classes:
+        _patched_classes[key] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "forward": _FORWARDS[family],
+                "_spyre_ops_original_class": cls,
+                "_spyre_ops_family": family,
+                "__module__": __name__,
+                "__doc__": f"{cls.__name__} whose forward is torch.ops.spyre.rms_norm ({family} family).",
+            },
+        )
+    return _patched_classes[key]
+
+
+def is_patched(module: nn.Module) -> bool:
+    """Whether ``module`` is a norm module patched by :func:`patch`."""
+    return "_spyre_ops_original_class" in type(module).__dict__
+
+
+def _eps_of(module: nn.Module) -> float:
+    for name in ("variance_epsilon", "eps"):
+        value = getattr(module, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    if isinstance(module, nn.RMSNorm) and module.eps is None:
+        # torch.nn.RMSNorm's default: the machine epsilon of the input dtype,
+        # which a patch cannot know ahead of time; the weight's dtype is the model's.
+        return torch.finfo(module.weight.dtype if module.weight is not None else torch.float32).eps
+    raise ValueError(
+        f"spyre_ops.transformers: {type(module).__name__} has no float 'variance_epsilon' or 'eps' attribute"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Finding and checking the norms
+# ---------------------------------------------------------------------------
+
+
+def find_norms(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """The RMSNorm modules of ``model`` as ``(qualified name, module, family)``.
+
+    Raises:
+        ValueError: if a module's class name says RMSNorm but its class is not in
+            :data:`NORM_CLASSES` (nothing is guessed), naming every such class.
+    """
+    found, unknown = [], Counter()
+    for name, module in model.named_modules():
+        cls = type(module)
+        if is_patched(module):
+            cls = cls._spyre_ops_original_class
+        family = NORM_CLASSES.get(cls.__name__)
+        if family is not None:
+            found.append((name, module, family))
+        elif _LOOKS_LIKE_RMS_NORM.search(cls.__name__):
+            unknown[f"{cls.__module__}.{cls.__qualname__}"] += 1
+    if unknown:
+        listed = ", ".join(f"{c} ({n} modules)" for c, n in unknown.items())
+        raise ValueError(
+            f"spyre_ops.transformers: unknown RMSNorm classes: {listed}. Nothing was patched. "
+            f"Known families: {FAMILIES}. If a class computes one of them, declare it with "
+            "spyre_ops.transformers.register_norm_class(cls, family)."
+        )
+    return found
+
+
+def _check_family(module: nn.Module, family: str) -> None:
+    """Refuses a class whose own forward does not compute ``family``'s formula.
+
+    Runs a float32 CPU copy of ``module`` on a random input both ways. Skipped
+    for modules on the meta device (no values to compare).
+    """
+    weight = getattr(module, "weight", None)
+    if weight is not None and weight.device.type == "meta":
+        return
+    cls = type(module)._spyre_ops_original_class if is_patched(module) else type(module)
+    probe = copy.deepcopy(module).to(device="cpu", dtype=torch.float32)
+    probe.__class__ = cls
+    shape = _normalized_shape(probe)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn([3, *shape], generator=generator)
+    if probe.weight is not None:
+        with torch.no_grad():  # a weight away from 0 and 1 tells the families apart
+            probe.weight.copy_(torch.rand(probe.weight.shape, generator=generator) + 0.5)
+    with torch.no_grad():
+        expected = cls.forward(probe, x)
+        setattr(probe, _EPS_ATTR, _ConstantFloat(_eps_of(probe)))
+        probe._spyre_ops_shape = shape
+        got = _FORWARDS[family](probe, x)
+    if not isinstance(expected, Tensor) or expected.shape != got.shape or not torch.allclose(
+        got, expected.to(got.dtype), rtol=1e-5, atol=1e-5
+    ):
+        diff = (got - expected).abs().max().item() if isinstance(expected, Tensor) and expected.shape == got.shape else "shape"
+        raise ValueError(
+            f"spyre_ops.transformers: {cls.__module__}.{cls.__qualname__} does not compute the "
+            f"{family!r} family's formula ({FAMILIES[family]}) on a float32 probe (max |diff| {diff}); "
+            "nothing was patched."
+        )
+
+
+# ---------------------------------------------------------------------------
+# patch / unpatch
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PatchReport:
+    """What :func:`patch` did.
+
+    Attributes:
+        modules: qualified module name -> ``"ClassName (family)"`` for every patched module.
+        classes: patched module count per original class name.
+    """
+
+    model: nn.Module = field(repr=False)
+    modules: dict[str, str] = field(default_factory=dict)
+    classes: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __str__(self) -> str:
+        by_class = ", ".join(
+            f"{n} x {c} ({NORM_CLASSES[c]})" for c, n in sorted(self.classes.items())
+        )
+        return f"spyre_ops.transformers: patched {len(self)} RMSNorm modules: {by_class or 'none'}"
+
+    def undo(self) -> int:
+        """Restores the original classes of the modules this patch changed; returns their count."""
+        restored = 0
+        for name, module in self.model.named_modules():
+            if name in self.modules and is_patched(module):
+                _restore(module)
+                restored += 1
+        return restored
+
+    def __enter__(self) -> PatchReport:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.undo()
+
+
+def _restore(module: nn.Module) -> None:
+    module.__class__ = type(module)._spyre_ops_original_class
+    for attr in (_EPS_ATTR, "_spyre_ops_shape"):
+        module.__dict__.pop(attr, None)
+
+
+def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
+    """Routes every RMSNorm module of ``model`` to ``torch.ops.spyre.rms_norm``.
+
+    Args:
+        model: any module tree (a transformers ``PreTrainedModel`` or a part of it).
+        check: compare each class's own forward with its family's formula on a
+            float32 probe before patching (a few milliseconds per class).
+
+    Returns:
+        A :class:`PatchReport` (its ``undo()`` reverts; also a context manager).
+
+    Raises:
+        ValueError: unknown RMSNorm classes, a class whose arithmetic is not its
+            family's, a module without a float ``eps``, or one whose ``forward`` is
+            set on the instance (it would bypass the patch); nothing is patched then.
+        RuntimeError: if a module of ``model`` is already patched.
+    """
+    norms = find_norms(model)
+    already = [name for name, module, _ in norms if is_patched(module)]
+    if already:
+        raise RuntimeError(
+            f"spyre_ops.transformers.patch: {len(already)} modules are already patched "
+            f"(e.g. {already[0]!r}); call unpatch(model) first"
+        )
+    overridden = [name for name, module, _ in norms if "forward" in module.__dict__]
+    if overridden:
+        raise ValueError(
+            f"spyre_ops.transformers.patch: {len(overridden)} norm modules (e.g. {overridden[0]!r}) have "
+            "a forward set on the instance (accelerate's offloading hooks, kernels' kernelize, ...), "
+            "which would bypass the patched class; nothing was patched"
+        )
+    eps = {name: _eps_of(module) for name, module, _ in norms}  # raises before any change
+    if check:
+        seen = set()
+        for _, module, family in norms:
+            if (type(module), family) not in seen:
+                seen.add((type(module), family))
+                _check_family(module, family)
+    report = PatchReport(model)
+    for name, module, family in norms:
+        cls = type(module)
+        setattr(module, _EPS_ATTR, _ConstantFloat(eps[name]))
+        module._spyre_ops_shape = _normalized_shape(module)
+        module.__class__ = _patched_class(cls, family)
+        report.modules[name] = f"{cls.__name__} ({family})"
+        report.classes[cls.__name__] += 1
+    return report
+
+
+def unpatch(model: nn.Module) -> int:
+    """Restores every module of ``model`` patched by :func:`patch`; returns how many."""
+    restored = 0
+    for module in model.modules():
+        if is_patched(module):
+            _restore(module)
+            restored += 1
+    return restored
+
+
+def patched_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The ``(name, module)`` pairs of ``model`` currently patched."""
+    return ((n, m) for n, m in model.named_modules() if is_patched(m))

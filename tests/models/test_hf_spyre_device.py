@@ -1,0 +1,69 @@
+"""The real model in float16 on the emulated spyre device with every RMSNorm patched
+(spyre_device_run.py, in a process of its own): the same greedy answers as the
+float32 CPU model, and no norm call moves data between host and device or runs an
+op torch-spyre would run off the device.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import real_model
+
+SCRIPT = Path(__file__).with_name("spyre_device_run.py")
+
+#: |logprob(fp16 on spyre) - logprob(fp32 on CPU)| at the first answer token, over the
+#: whole vocabulary, bounded for the tokens that matter (logprob > -10). The whole model
+#: runs in float16 (about 3 decimal digits: relative rounding 2**-11 per op), so the
+#: logits move by a few hundredths through 30 layers; 0.25 bounds that with margin while
+#: a wrong norm (missing weight, wrong eps scale) moves them by whole units.
+LOGPROB_ATOL = 0.25
+
+
+@pytest.fixture(scope="module")
+def spyre_run(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("spyre-device") / "result.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def cpu_run(smollm, prompts, cpu_fp32_answers):
+    model, _ = smollm
+    with torch.no_grad():
+        logprobs = [model(ids, use_cache=False).logits[0, -1].log_softmax(-1) for ids in prompts]
+    return logprobs, cpu_fp32_answers
+
+
+def test_model_ran_on_the_device_in_fp16(spyre_run):
+    assert spyre_run["devices"] == ["spyre:0"]
+    assert spyre_run["dtypes"] == ["torch.float16"]
+    assert spyre_run["patched"] == real_model.NUM_NORMS
+
+
+def test_greedy_answers_match_cpu_fp32(spyre_run, cpu_run):
+    assert spyre_run["tokens"] == cpu_run[1]
+
+
+def test_first_token_logprobs_close_to_cpu_fp32(spyre_run, cpu_run):
+    for got, ref in zip(spyre_run["logprobs"], cpu_run[0], strict=True):
+        got = torch.tensor(got)
+        relevant = ref > -10
+        assert relevant.sum() >= 1
+        assert (got - ref)[relevant].abs().max().item() <= LOGPROB_ATOL
+        assert got.argmax() == ref.argmax()
+
+
+def test_norm_calls_stay_on_the_device(spyre_run):
+    calls = spyre_run["norm_calls"]
+    assert calls > 0 and calls % real_model.NUM_NORMS == 0  # whole forwards only
+    assert spyre_run["norm_h2d"] == 0
+    assert spyre_run["norm_d2h"] == 0
+    assert spyre_run["norm_fallbacks"] == {}
+    assert spyre_run["op_calls_per_forward"] == [real_model.NUM_NORMS] * len(real_model.QUESTIONS)
