@@ -1,10 +1,39 @@
-"""The Spyre RMSNorm formula in torch ops: the Python twin of csrc/spyre/rms_norm.cpp.
+"""The Spyre RMSNorm formula in torch ops: one function, used both by the eager
+kernels (traced and compiled once per signature, :mod:`spyre_ops.spyre.graphs`)
+and by the Inductor decompositions (:mod:`spyre_ops.spyre.torch_spyre`).
 
-It serves as the decomposition torch-spyre's Inductor backend lowers when the
-ops appear in a compiled graph (:mod:`spyre_ops.spyre.torch_spyre`). It runs the
-same ops in the same order as the C++ kernel, so the two give bitwise-equal
-results (tests/spyre/test_spyre_formula.py checks it on the emulated device).
-See the C++ file for why each step is there.
+Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``abs amax
+eq where div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions,
+full tensors): no ``clamp`` (its device op ``clip`` has no fp32 form), no
+``linalg_vector_norm`` (unreliable as an eager op upstream).
+
+Each row x (length n) of the 2-D input is normalized without overflow or
+underflow for any eps. With m = max|x| and s = sqrt(eps) (a host constant),
+
+    y = x / sqrt(mean(x^2) + eps) = u * g,   u = x / m,
+    g = b / sqrt(mean(u^2) * b^2 + a^2),     q = s / m, a = min(q, 1), b = 1 / max(q, 1)
+
+(multiply numerator and denominator by 1/max(m, s)). |u| <= 1 with max|u| = 1,
+so mean(u^2) is in [1/n, 1]; a and b are in [0, 1] and one of them is 1, so the
+root is at least min(1/n, 1) and never overflows. q = s / m is computed as
+mantissa(s) / (m * 2^-exponent(s)), the power of two applied in steps that stay
+normal numbers, so it is exact to one rounding whatever eps is: an eps term that
+underflows or overflows the compute dtype (eps 1e-13 or 1e30 in fp16) still
+counts exactly as much as it should.
+
+Rows the formula cannot take as they are (the shared semantics of a row):
+
+* a NaN in the row: m is NaN, so is every output of the row;
+* a +-Inf (no NaN): m = inf, u = x / inf is 0 at finite entries and NaN at the
+  Inf, and g is forced to 1: y = u;
+* an all-zero row: with eps > 0, m is replaced by 1 (u = 0) and g forced to 1:
+  y = 0; with eps == 0, u = 0 / 0 is NaN, as ``torch.nn.functional.rms_norm``.
+
+Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
+default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
+fp64). The row scale m and q are taken in the input's dtype when that holds
+values fp16 cannot (bf16 and fp32 inputs under the fp16 policy), so |x| beyond
+65504 is scaled before any conversion to fp16.
 """
 
 from __future__ import annotations
@@ -13,39 +42,91 @@ import math
 
 import torch
 
-#: fp16's smallest normal number: the floor of the row scale.
-MIN_SCALE = 6.103515625e-05
-
 
 def compute_dtype_for(x_dtype: torch.dtype, policy: torch.dtype) -> torch.dtype:
     """The dtype the formula computes in for input x_dtype under the policy (float16/float32)."""
     return torch.float64 if x_dtype == torch.float64 else policy
 
 
-def rms_norm_last_dim(
-    x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
-) -> torch.Tensor:
-    """RMSNorm over the last dim of x, scaled by each row's max-abs; result in x's dtype, contiguous."""
+def scale_dtype_for(x_dtype: torch.dtype, compute: torch.dtype) -> torch.dtype:
+    """The dtype the row scale is taken in: x's own if it holds values the compute dtype cannot."""
+    if compute == torch.float16 and x_dtype in (torch.bfloat16, torch.float32):
+        return x_dtype
+    return compute
+
+
+def power_of_two_steps(exponent: int, dtype: torch.dtype) -> list[float]:
+    """Factors whose product is 2**exponent, each a normal number of dtype (none for 0)."""
+    info = torch.finfo(dtype)
+    top = int(math.log2(info.max)) - 1  # 2**top and 2**-top are normal
+    top = min(top, -int(math.log2(info.tiny)))
+    steps = []
+    while exponent != 0:
+        step = max(-top, min(top, exponent))
+        steps.append(math.ldexp(1.0, step))
+        exponent -= step
+    return steps
+
+
+def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
+    """sqrt(eps) / m, row by row, with one rounding (see the module docstring); eps > 0."""
+    mantissa, exponent = math.frexp(math.sqrt(eps))  # sqrt(eps) = mantissa * 2**exponent
+    d = m
+    for step in power_of_two_steps(-exponent, m.dtype):
+        d = torch.mul(d, step)
+    return torch.mul(torch.reciprocal(d), mantissa)
+
+
+def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
+    """RMSNorm of each row of the 2-D x; result of x's shape and dtype."""
     in_dtype = x.dtype
-    if x.numel() == 0:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     c = compute_dtype_for(in_dtype, policy)
-    scale_in_input_dtype = c == torch.float16 and in_dtype in (torch.bfloat16, torch.float32)
-    xin = x if scale_in_input_dtype else x.to(c)
-    m = torch.linalg.vector_norm(xin, math.inf, dim=-1, keepdim=True)
-    s = torch.clamp(m, MIN_SCALE)
-    xs = torch.div(xin, s).to(c)
-    eps_term = torch.div(torch.mul(torch.reciprocal(s), eps), s).to(c)
-    mean_sq = torch.mean(torch.mul(xs, xs), dim=-1, keepdim=True)
-    y = torch.mul(xs, torch.rsqrt(torch.add(mean_sq, eps_term)))
+    xw = x.to(scale_dtype_for(in_dtype, c))
+    m = torch.amax(torch.abs(xw), dim=-1, keepdim=True)
+    zero_row = torch.eq(m, 0.0) if eps > 0 else None
+    if zero_row is not None:
+        m = torch.where(zero_row, torch.ones_like(m), m)
+    u = torch.div(xw, m).to(c)
+    mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
+    one = torch.ones_like(mean_sq)
+    if eps > 0:
+        q = _sqrt_eps_over(m, eps).to(c)
+        a = torch.minimum(q, one)
+        b = torch.reciprocal(torch.maximum(q, one))
+        g = torch.mul(b, torch.rsqrt(torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))))
+        g = torch.where(zero_row, one, g)
+    else:
+        g = torch.rsqrt(mean_sq)
+    g = torch.where(torch.eq(m, math.inf), one, g)
+    y = torch.mul(u, g)
     if weight is not None:
         y = torch.mul(y, weight.to(c))
-    return y.to(in_dtype).contiguous()
+    return y.to(in_dtype)
 
 
-def fused_add_rms_norm_last_dim(
+def fused_add_rms_norm_rows(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rms_norm(x + residual), x + residual), the sum rounded to x's dtype first."""
-    summed = torch.add(x, residual).contiguous()
-    return rms_norm_last_dim(summed, weight, eps, policy), summed
+    """(rms_norm(x + residual), x + residual) of 2-D x, the sum rounded to x's dtype first."""
+    summed = torch.add(x, residual)
+    return rms_norm_rows(summed, weight, eps, policy), summed
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
+    """RMSNorm over the last dim of x of any rank >= 1 (leading dims flattened); contiguous result."""
+    if x.numel() == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y = rms_norm_rows(x.reshape(-1, x.shape[-1]), weight, eps, policy)
+    return y.view(x.shape)
+
+
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rms_norm(x + residual), x + residual) over the last dim of x of any rank >= 1."""
+    if x.numel() == 0:
+        empty = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        return empty, empty.clone()
+    n = x.shape[-1]
+    out, summed = fused_add_rms_norm_rows(x.reshape(-1, n), residual.reshape(-1, n), weight, eps, policy)
+    return out.view(x.shape), summed.view(x.shape)
