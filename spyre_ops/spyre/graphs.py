@@ -2,11 +2,14 @@
 
 torch-spyre runs every eager aten op on a spyre tensor as its own compiled
 kernel and device launch; the formula has about twenty ops. So the eager
-kernels (:mod:`spyre_ops.spyre.kernels`) instead trace the formula once per
-signature (op, shapes, dtypes, weight presence, eps, compute dtype) into an
+kernels (:mod:`spyre_ops.spyre.kernels`) instead trace the formula into an
 aten graph (``make_fx`` on fake tensors: nothing runs on the device while
-tracing), hand that graph to the *graph compiler* once, and cache what it
-returns. A call with a known signature is one launch of a cached graph.
+tracing), hand that graph to the *graph compiler* once per signature (op,
+shapes, strides, dtypes, weight presence, eps, compute dtype), and cache what
+it returns. A call with a known signature is one launch of a cached graph.
+The traced graph names no size (every reduction is over the last dim), so one
+trace serves every shape: a new shape costs a copy of the graph module, not a
+new trace.
 
 The graph compiler is the seam between this package and the device:
 
@@ -43,6 +46,7 @@ MAX_GRAPHS = 512
 
 _lock = threading.Lock()
 _graphs: OrderedDict[tuple, Callable[..., Any]] = OrderedDict()
+_traces: dict[tuple, torch.fx.GraphModule] = {}
 _compiler: GraphCompiler | None = None
 
 
@@ -77,13 +81,15 @@ def set_graph_compiler(compiler: GraphCompiler | None) -> GraphCompiler | None:
     with _lock:
         previous, _compiler = _compiler, compiler
         _graphs.clear()
+        _traces.clear()
     return previous
 
 
 def clear() -> None:
-    """Drops every cached graph."""
+    """Drops every cached graph and trace."""
     with _lock:
         _graphs.clear()
+        _traces.clear()
 
 
 def cached_signatures() -> list[tuple]:
@@ -121,6 +127,26 @@ def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: t
     return (kind, shapes, float(eps), policy)
 
 
+def _trace(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
+           tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> torch.fx.GraphModule:
+    """The formula's aten graph for these dtypes, eps and policy (traced once, for any shape)."""
+    key = (kind, tuple(t.dtype for t in tensors), residual is not None, weight is not None, float(eps), policy)
+    with _lock:
+        traced = _traces.get(key)
+    if traced is None:
+        fn = functools.partial(_FORMULAS[(kind, weight is not None)], eps=eps, policy=policy)
+        traced = make_fx(fn, tracing_mode="fake")(*tensors)
+        for node in traced.graph.nodes:
+            node.meta.pop("val", None)  # the shapes of one trace; the graph itself names none
+            node.meta.pop("tensor_meta", None)
+        with _lock:
+            if len(_traces) >= MAX_GRAPHS:
+                _traces.clear()
+            _traces[key] = traced
+    # A module of its own (its own generated forward) for each signature.
+    return torch.fx.GraphModule(traced, traced.graph)
+
+
 def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
         eps: float, policy: torch.dtype) -> Any:
     """Runs formula ``kind`` ("rms_norm" or "fused_add_rms_norm") on 2-D x as one cached compiled graph."""
@@ -131,9 +157,8 @@ def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch
         if compiled is not None:
             _graphs.move_to_end(key)
     if compiled is None:
-        fn = functools.partial(_FORMULAS[(kind, weight is not None)], eps=eps, policy=policy)
         with torch.no_grad():
-            graph = make_fx(fn, tracing_mode="fake")(*tensors)
+            graph = _trace(kind, x, residual, weight, tensors, eps, policy)
             compiled = graph_compiler()(graph, tensors)
         with _lock:
             _graphs[key] = compiled
