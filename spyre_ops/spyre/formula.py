@@ -3,9 +3,10 @@ kernels (traced and compiled once per signature, :mod:`spyre_ops.spyre.graphs`)
 and by the Inductor decompositions (:mod:`spyre_ops.spyre.torch_spyre`).
 
 Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``abs amax
-eq where div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions,
-full tensors): no ``clamp`` (its device op ``clip`` has no fp32 form), no
-``linalg_vector_norm`` (unreliable as an eager op upstream).
+eq div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions, full
+tensors): no ``clamp`` (its device op ``clip`` has no fp32 form), no ``where``
+(``where3``, fp16 only), no ``linalg_vector_norm`` (unreliable as an eager op
+upstream).
 
 Each row x (length n) of the 2-D input is normalized without overflow or
 underflow for any eps. With m = max|x| and s = sqrt(eps) (a host constant),
@@ -24,10 +25,14 @@ counts exactly as much as it should.
 Rows the formula cannot take as they are (the shared semantics of a row):
 
 * a NaN in the row: m is NaN, so is every output of the row;
-* a +-Inf (no NaN): m = inf, u = x / inf is 0 at finite entries and NaN at the
-  Inf, and g is forced to 1: y = u;
-* an all-zero row: with eps > 0, m is replaced by 1 (u = 0) and g forced to 1:
-  y = 0; with eps == 0, u = 0 / 0 is NaN, as ``torch.nn.functional.rms_norm``.
+* a +-Inf (no NaN): m = inf, so u = x / inf is 0 at finite entries and NaN at
+  the Inf; g is taken from |x| with the Inf replaced by the largest finite
+  number, so it is finite and y = u * g is 0 and NaN where it should be;
+* an all-zero row: with eps > 0, m becomes 1 (u = 0) and g is capped at the
+  largest finite number: y = 0; with eps == 0, u = 0 / 0 is NaN, as
+  ``torch.nn.functional.rms_norm``.
+
+No ``where`` is needed for these (torch-spyre's ``where3`` has no fp32 form).
 
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
@@ -81,23 +86,29 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     """RMSNorm of each row of the 2-D x; result of x's shape and dtype."""
     in_dtype = x.dtype
     c = compute_dtype_for(in_dtype, policy)
-    xw = x.to(scale_dtype_for(in_dtype, c))
-    m = torch.amax(torch.abs(xw), dim=-1, keepdim=True)
-    zero_row = torch.eq(m, 0.0) if eps > 0 else None
-    if zero_row is not None:
-        m = torch.where(zero_row, torch.ones_like(m), m)
-    u = torch.div(xw, m).to(c)
-    mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
-    one = torch.ones_like(mean_sq)
+    w_dtype = scale_dtype_for(in_dtype, c)
+    xw = x.to(w_dtype)
+    abs_x = torch.abs(xw)
+    m = torch.amax(abs_x, dim=-1, keepdim=True)
     if eps > 0:
-        q = _sqrt_eps_over(m, eps).to(c)
+        m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
+    # The mean of squares from |x| with +-Inf replaced by the largest finite
+    # number (identity on finite rows): finite for Inf rows, so g is too.
+    big = torch.finfo(w_dtype).max
+    m_finite = torch.minimum(m, torch.full_like(m, big))
+    ratio = torch.div(torch.minimum(abs_x, torch.full_like(abs_x, big)), m_finite).to(c)
+    mean_sq = torch.mean(torch.mul(ratio, ratio), dim=-1, keepdim=True)
+    if eps > 0:
+        one = torch.ones_like(mean_sq)
+        q = _sqrt_eps_over(m_finite, eps).to(c)
         a = torch.minimum(q, one)
         b = torch.reciprocal(torch.maximum(q, one))
         g = torch.mul(b, torch.rsqrt(torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))))
-        g = torch.where(zero_row, one, g)
     else:
         g = torch.rsqrt(mean_sq)
-    g = torch.where(torch.eq(m, math.inf), one, g)
+    # Finite for an all-zero row (whose u is 0); NaN stays NaN.
+    g = torch.minimum(g, torch.full_like(g, torch.finfo(c).max))
+    u = torch.div(xw, m).to(c)  # an Inf row: 0 at finite entries, NaN at the Inf
     y = torch.mul(u, g)
     if weight is not None:
         y = torch.mul(y, weight.to(c))

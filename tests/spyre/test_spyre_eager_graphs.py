@@ -121,7 +121,7 @@ def test_the_graph_holds_no_spyre_op(spyre_device):
     (graph,) = seen
     targets = {n.target.name() for n in graph.graph.nodes if n.op == "call_function"}
     assert targets and not any(t.startswith("spyre::") for t in targets), targets
-    assert not {"aten::clamp", "aten::linalg_vector_norm", "aten::clamp_min"} & {t.split(".")[0] for t in targets}
+    assert not {"aten::clamp", "aten::linalg_vector_norm", "aten::clamp_min", "aten::where"} & {t.split(".")[0] for t in targets}
 
 
 def test_through_dynamo_each_signature_has_its_own_cache_entry(spyre_device):
