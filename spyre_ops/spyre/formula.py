@@ -36,9 +36,9 @@ No ``where`` is needed for these (torch-spyre's ``where3`` has no fp32 form).
 
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
-fp64). The row scale m and q are taken in the input's dtype when that holds
-values fp16 cannot (bf16 and fp32 inputs under the fp16 policy), so |x| beyond
-65504 is scaled before any conversion to fp16.
+fp64). The row scale m and q are taken in float32 for bf16 and fp32 inputs under
+the fp16 policy (they may hold values fp16 cannot), so |x| beyond 65504 is
+scaled before any conversion to fp16.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ def compute_dtype_for(x_dtype: torch.dtype, policy: torch.dtype) -> torch.dtype:
 
 
 def scale_dtype_for(x_dtype: torch.dtype, compute: torch.dtype) -> torch.dtype:
-    """The dtype the row scale is taken in: x's own if it holds values the compute dtype cannot."""
+    """The dtype the row scale is taken in: float32 for bf16 and fp32 inputs under fp16
+    compute (they may hold values fp16 cannot; bf16 converts to float32 exactly, and
+    torch-spyre lowers constants only in fp16 and fp32), else the compute dtype."""
     if compute == torch.float16 and x_dtype in (torch.bfloat16, torch.float32):
-        return x_dtype
+        return torch.float32
     return compute
 
 
@@ -83,7 +85,7 @@ def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
-    """RMSNorm of each row of the 2-D x; result of x's shape and dtype."""
+    """RMSNorm of each row (last dim) of x, any rank; result of x's shape and dtype."""
     in_dtype = x.dtype
     c = compute_dtype_for(in_dtype, policy)
     w_dtype = scale_dtype_for(in_dtype, c)
@@ -92,11 +94,12 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     m = torch.amax(abs_x, dim=-1, keepdim=True)
     if eps > 0:
         m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
-    # The mean of squares from |x| with +-Inf replaced by the largest finite
-    # number (identity on finite rows): finite for Inf rows, so g is too.
-    big = torch.finfo(w_dtype).max
-    m_finite = torch.minimum(m, torch.full_like(m, big))
-    ratio = torch.div(torch.minimum(abs_x, torch.full_like(abs_x, big)), m_finite).to(c)
+    # The mean of squares from |x| capped at the row's finite scale (identity on
+    # finite rows; +-Inf becomes the largest finite number): finite for Inf rows,
+    # so g is too. Only per-row (broadcast) constants: torch-spyre cannot mix a
+    # full-size constant with a converted tensor in one pointwise op.
+    m_finite = torch.minimum(m, torch.full_like(m, torch.finfo(w_dtype).max))
+    ratio = torch.div(torch.minimum(abs_x, m_finite), m_finite).to(c)
     mean_sq = torch.mean(torch.mul(ratio, ratio), dim=-1, keepdim=True)
     if eps > 0:
         one = torch.ones_like(mean_sq)
@@ -118,26 +121,25 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
 def fused_add_rms_norm_rows(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rms_norm(x + residual), x + residual) of 2-D x, the sum rounded to x's dtype first."""
+    """(rms_norm(x + residual), x + residual) over the last dim, the sum rounded to x's dtype first."""
     summed = torch.add(x, residual)
     return rms_norm_rows(summed, weight, eps, policy), summed
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
-    """RMSNorm over the last dim of x of any rank >= 1 (leading dims flattened); contiguous result."""
+    """RMSNorm over the last dim of x of any rank >= 1, x's rank kept (no reshape in the graph:
+    torch-spyre cannot lay out a 2-D view of a higher-rank graph input); contiguous result."""
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    y = rms_norm_rows(x.reshape(-1, x.shape[-1]), weight, eps, policy)
-    return y.view(x.shape)
+    return rms_norm_rows(x, weight, eps, policy).contiguous()
 
 
 def fused_add_rms_norm(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rms_norm(x + residual), x + residual) over the last dim of x of any rank >= 1."""
+    """(rms_norm(x + residual), x + residual) over the last dim of x of any rank >= 1, rank kept."""
     if x.numel() == 0:
         empty = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         return empty, empty.clone()
-    n = x.shape[-1]
-    out, summed = fused_add_rms_norm_rows(x.reshape(-1, n), residual.reshape(-1, n), weight, eps, policy)
-    return out.view(x.shape), summed.view(x.shape)
+    out, summed = fused_add_rms_norm_rows(x, residual, weight, eps, policy)
+    return out.contiguous(), summed.contiguous()

@@ -28,8 +28,8 @@ GRAPH_ONLY = {"aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_li
 #: float32 policy. clamp (device op clip) and where (where3) are not, hence their absence.
 FP32_CAPABLE = {
     "aten::abs", "aten::amax", "aten::eq", "aten::div", "aten::mul", "aten::mean",
-    "aten::maximum", "aten::minimum", "aten::reciprocal", "aten::add", "aten::rsqrt", "aten::view",
-    "aten::_unsafe_view", "aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_like",
+    "aten::maximum", "aten::minimum", "aten::reciprocal", "aten::add", "aten::rsqrt",
+    "aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_like", "aten::clone",
 }
 
 
@@ -73,6 +73,14 @@ def _decomposed_ops(x, residual, w, eps=1e-6):
         return out, summed
 
     gm = make_fx(model, decomposition_table=torch_spyre.decomposition_table(), tracing_mode="fake")(x, residual, w)
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in (torch.ops.aten.full_like.default,
+                                                          torch.ops.aten.ones_like.default):
+            # Per-row constants only: torch-spyre cannot mix a full-size constant with a
+            # converted (fp16 -> fp32) tensor in one pointwise op; and only fp16/fp32
+            # constants, the dtypes it lowers full in.
+            assert node.meta["val"].shape[-1] == 1, node.format_node()
+            assert node.meta["val"].dtype in (torch.float16, torch.float32), node.format_node()
     return {n.target.name().split(".")[0] for n in gm.graph.nodes if n.op == "call_function"}
 
 
@@ -93,18 +101,21 @@ def test_decomposed_graph_holds_only_device_ops(spyre_device, dtype, compute, ep
         assert ops <= FP32_CAPABLE, ops - FP32_CAPABLE
 
 
-@pytest.mark.parametrize("rank", [1, 6, 7])
-def test_any_rank_decomposes_over_two_dims(spyre_device, rank):
-    # torch-spyre takes host rank <= 6 and reductions <= 5-D: the formula works on
-    # a 2-D view of x whatever its rank.
-    shape = [2, 1, 3, 1, 2, 1][: rank - 1] + [64]
+@pytest.mark.parametrize("rank", [1, 3, 6])
+def test_decomposition_keeps_the_rank(spyre_device, rank):
+    # torch-spyre cannot lay out a 2-D view of a higher-rank graph input (ranks 3-6
+    # failed with a reshape inside the graph): the decomposition reduces over the
+    # last dim of x as it is, with no view or reshape in the graph. (Eager calls
+    # flatten outside the graph: a 2-D view is a valid graph input there.)
+    shape = [2, 1, 3, 1, 2][: rank - 1] + [64]
     x, residual, w = _inputs(torch.float16, spyre_device, shape=shape)
-    n = shape[-1]
-    gm = make_fx(lambda x, w: torch.ops.spyre.rms_norm(x, [n], w, 1e-6),
-                 decomposition_table=torch_spyre.decomposition_table(), tracing_mode="fake")(x, w)
-    reductions = [node for node in gm.graph.nodes if node.op == "call_function"
-                  and node.target in (torch.ops.aten.amax.default, torch.ops.aten.mean.dim)]
-    assert reductions and all(node.args[0].meta["val"].dim() == 2 for node in reductions)
+    gm = make_fx(lambda x, r, w: torch.ops.spyre.fused_add_rms_norm(x, r, [64], w, 1e-6),
+                 decomposition_table=torch_spyre.decomposition_table(), tracing_mode="fake")(x, residual, w)
+    nodes = [node for node in gm.graph.nodes if node.op == "call_function"]
+    names = {node.target.name().split(".")[0] for node in nodes}
+    assert not names & {"aten::view", "aten::reshape", "aten::_unsafe_view", "aten::_reshape_alias"}, names
+    reductions = [node for node in nodes if node.target in (torch.ops.aten.amax.default, torch.ops.aten.mean.dim)]
+    assert reductions and all(node.args[0].meta["val"].dim() == rank for node in reductions)
 
 
 def test_other_devices_keep_their_kernel():
