@@ -36,9 +36,9 @@ No ``where`` is needed for these (torch-spyre's ``where3`` has no fp32 form).
 
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
-fp64). The row scale m and q are taken in float32 for bf16 and fp32 inputs under
-the fp16 policy (they may hold values fp16 cannot), so |x| beyond 65504 is
-scaled before any conversion to fp16.
+fp64). The row scale m and q are taken in the input's dtype for bf16 and fp32
+inputs under the fp16 policy (they may hold values fp16 cannot), so |x| beyond
+65504 is scaled before any conversion to fp16.
 """
 
 from __future__ import annotations
@@ -54,12 +54,23 @@ def compute_dtype_for(x_dtype: torch.dtype, policy: torch.dtype) -> torch.dtype:
 
 
 def scale_dtype_for(x_dtype: torch.dtype, compute: torch.dtype) -> torch.dtype:
-    """The dtype the row scale is taken in: float32 for bf16 and fp32 inputs under fp16
-    compute (they may hold values fp16 cannot; bf16 converts to float32 exactly, and
-    torch-spyre lowers constants only in fp16 and fp32), else the compute dtype."""
+    """The dtype the row scale is taken in: x's own for bf16 and fp32 inputs under fp16
+    compute (they may hold values fp16 cannot; converting bf16 rows to float32 would
+    mix converted and unconverted full rows in one op, which torch-spyre rejects),
+    else the compute dtype."""
     if compute == torch.float16 and x_dtype in (torch.bfloat16, torch.float32):
-        return torch.float32
+        return x_dtype
     return compute
+
+
+def _cap(m: torch.Tensor) -> torch.Tensor:
+    """minimum(m, largest finite number of m's dtype), per row; the constant is built in
+    fp16/fp32 (the dtypes torch-spyre lowers constants in), a bf16 m converted around it."""
+    big = torch.finfo(m.dtype).max
+    if m.dtype in (torch.float16, torch.float32, torch.float64):
+        return torch.minimum(m, torch.full_like(m, big))
+    m32 = m.to(torch.float32)
+    return torch.minimum(m32, torch.full_like(m32, big)).to(m.dtype)
 
 
 def power_of_two_steps(exponent: int, dtype: torch.dtype) -> list[float]:
@@ -98,7 +109,7 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     # finite rows; +-Inf becomes the largest finite number): finite for Inf rows,
     # so g is too. Only per-row (broadcast) constants: torch-spyre cannot mix a
     # full-size constant with a converted tensor in one pointwise op.
-    m_finite = torch.minimum(m, torch.full_like(m, torch.finfo(w_dtype).max))
+    m_finite = _cap(m)
     ratio = torch.div(torch.minimum(abs_x, m_finite), m_finite).to(c)
     mean_sq = torch.mean(torch.mul(ratio, ratio), dim=-1, keepdim=True)
     if eps > 0:
