@@ -44,7 +44,9 @@ with emulator.transfers() as t:
 print(f"on device: y on {y.device}, {y.dtype}; inside the two calls: "
       f"{t.host_to_device} host->device and {t.device_to_host} device->host copies, "
       f"{sum(t.fallbacks.values())} ops off the device list")
-print("           ops run on the device:", ", ".join(f"{op.removeprefix('aten::')} x{n}" for op, n in sorted(t.ops.items())))
+print(f"           {t.compiles} graphs compiled (one per op and shape), {t.launches} launched; ops inside them:",
+      ", ".join(f"{op.removeprefix('aten::')} x{n}" for op, n in sorted(t.graph_ops.items())))
+print("           eager ops around them:", ", ".join(f"{op.removeprefix('aten::')} x{n}" for op, n in sorted(t.ops.items())))
 
 with emulator.transfers() as t:
     y_host = y.cpu()

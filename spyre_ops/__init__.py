@@ -7,7 +7,7 @@ Importing this package makes these ops exist (namespace ``spyre``):
   ``-> (out, x + residual)``
 * ``torch.ops.spyre.fused_add_rms_norm_(...)``, its in-place form,
 
-with C++ CPU kernels, C++ Spyre (PrivateUse1) kernels (:mod:`spyre_ops.spyre`),
+with C++ CPU kernels, Spyre (PrivateUse1) kernels (:mod:`spyre_ops.spyre`),
 fake kernels for torch.compile and autograd. The Python
 wrappers below and :class:`spyre_ops.nn.RMSNorm` are the documented entry points.
 """

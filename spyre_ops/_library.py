@@ -1,4 +1,4 @@
-"""Defines (or adopts) the ``spyre`` op schemas and registers the C++ CPU, autograd and Spyre kernels.
+"""Defines (or adopts) the ``spyre`` op schemas and registers the C++ CPU and autograd kernels and the Spyre kernels.
 
 The schemas are defined from Python rather than with ``TORCH_LIBRARY`` in C++
 because torch-spyre may already have defined ``spyre::rms_norm`` (with
@@ -84,4 +84,7 @@ for _name, _schema in SCHEMAS.items():
 
 _C.register_cpu_kernels()
 _C.register_autograd_kernels()
-_C.register_spyre_kernels()
+
+from .spyre import kernels as _spyre_kernels  # noqa: E402
+
+_spyre_kernels.register(lib)

@@ -8,9 +8,17 @@ PrivateUse1 kernel (the spyre ops, a few memory and view ops) run as such;
 every other op on spyre tensors runs on the CPU through a fallback that
 records its name.
 
+It also stands in for torch-spyre's compile of the graphs the Spyre kernels
+run (:mod:`spyre_ops.spyre.graphs`): :func:`compile_graph` counts each compile
+and returns a launcher that replays the aten graph on the device and counts
+the launch, attributing the ops it runs to the graph. :func:`transfers` then
+tells eager ops (each one its own compile and launch on torch-spyre) from ops
+inside launched graphs.
+
 What it proves: that the ops dispatch to their Spyre kernels, that a call keeps
 its tensors on the device (no host<->device copy, no op outside the list of
-ops torch-spyre runs on the device), the numerics of the Spyre formula as
+ops torch-spyre runs on the device), that an eager call is one launch of a
+graph compiled once per signature, the numerics of the Spyre formula as
 computed by PyTorch's fp16 ops, and that the ops trace under ``torch.compile``.
 What it cannot prove: speed, the Spyre hardware's own rounding (its fp16
 reductions, its kernels' accuracy), or that torch-spyre's compiler accepts each
@@ -33,14 +41,19 @@ import contextlib
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .device_ops import ON_DEVICE, runs_on_device
 
-__all__ = ["enable", "is_enabled", "transfers", "Transfers", "ON_DEVICE", "runs_on_device"]
+__all__ = [
+    "enable", "is_enabled", "transfers", "Transfers", "compile_graph", "dynamo_compile_graph",
+    "ON_DEVICE", "runs_on_device",
+]
 
 DEVICE_NAME = "spyre"
 _DEFAULT_PRIVATEUSE1_NAME = "privateuseone"
@@ -88,6 +101,7 @@ def _enable_locked() -> None:
     if hasattr(torch, DEVICE_NAME):
         _refuse(f"torch.{DEVICE_NAME} already exists")
 
+    from ..spyre import graphs
     from . import _C, device_module
 
     _C.install()
@@ -95,7 +109,68 @@ def _enable_locked() -> None:
     torch._register_device_module(DEVICE_NAME, device_module)
     torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
     atexit.register(_release_last_backward)
+    graphs.set_graph_compiler(compile_graph)
     _enabled = True
+
+
+class _GraphCounters:
+    """Compiles and launches of graphs on the emulated device, and the ops the launches ran."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.compiles = 0
+        self.launches = 0
+        self.ops: Counter = Counter()
+
+    def state(self) -> tuple[int, int, Counter]:
+        with self.lock:
+            return self.compiles, self.launches, Counter(self.ops)
+
+
+_graph_counters = _GraphCounters()
+
+
+def _launcher(run: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps a compiled graph: each call counts as one launch, and the ops it runs as graph ops."""
+    from . import _C
+
+    def launch(*args: Any) -> Any:
+        before = _C.snapshot()["ops"]
+        try:
+            return run(*args)
+        finally:
+            after = _C.snapshot()["ops"]
+            ran = Counter(after)
+            ran.subtract(before)
+            with _graph_counters.lock:
+                _graph_counters.launches += 1
+                _graph_counters.ops.update({op: n for op, n in ran.items() if n > 0})
+
+    return launch
+
+
+def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
+    """The emulated device's stand-in for torch-spyre's compile of a graph (the default once enabled).
+
+    Counts one compile and returns a launcher that runs the aten graph op by op
+    on the device (see :func:`transfers`).
+    """
+    with _graph_counters.lock:
+        _graph_counters.compiles += 1
+    return _launcher(graph)
+
+
+def dynamo_compile_graph(
+    graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]
+) -> Callable[..., Any]:
+    """Like :func:`compile_graph`, through Dynamo as torch-spyre's compile goes:
+    :func:`spyre_ops.spyre.graphs.torch_compile` with the ``aot_eager`` backend instead of Inductor
+    (which needs torch-spyre for a spyre device). Select it with
+    ``spyre_ops.spyre.graphs.set_graph_compiler(dynamo_compile_graph)``.
+    """
+    with _graph_counters.lock:
+        _graph_counters.compiles += 1
+    return _launcher(torch.compile(graph.forward, backend="aot_eager", dynamic=False, fullgraph=True))
 
 
 def _release_last_backward() -> None:
@@ -132,9 +207,15 @@ class Transfers:
         host_to_device: copies from host memory to a spyre tensor.
         device_to_host: copies from a spyre tensor to host memory (``.item()`` counts).
         host_to_device_bytes, device_to_host_bytes: their sizes.
-        ops: every op that ran on spyre tensors, by qualified name, with its call count.
-        fallbacks: those of ``ops`` that torch-spyre does not run on the device
-            (:data:`ON_DEVICE`): on a Spyre card each is a hidden round trip to the CPU.
+        ops: every op that ran eagerly on spyre tensors (outside a launched
+            graph), by qualified name, with its call count: on torch-spyre each
+            compute op among them is a compile and a launch of its own.
+        graph_ops: the ops that ran inside launched graphs.
+        compiles: graphs compiled for the device (:func:`compile_graph`).
+        launches: compiled graphs run.
+        fallbacks: those of ``ops`` and ``graph_ops`` that torch-spyre does not run
+            on the device (:data:`ON_DEVICE`): on a Spyre card each is a hidden
+            round trip to the CPU.
     """
 
     host_to_device: int = 0
@@ -142,17 +223,28 @@ class Transfers:
     host_to_device_bytes: int = 0
     device_to_host_bytes: int = 0
     ops: Counter = field(default_factory=Counter)
+    graph_ops: Counter = field(default_factory=Counter)
+    compiles: int = 0
+    launches: int = 0
     fallbacks: Counter = field(default_factory=Counter)
 
-    def _update(self, start: dict, now: dict) -> None:
+    def _update(self, start: dict, now: dict, graphs_start: tuple, graphs_now: tuple) -> None:
         self.host_to_device = now["h2d_copies"] - start["h2d_copies"]
         self.device_to_host = now["d2h_copies"] - start["d2h_copies"]
         self.host_to_device_bytes = now["h2d_bytes"] - start["h2d_bytes"]
         self.device_to_host_bytes = now["d2h_bytes"] - start["d2h_bytes"]
+        self.compiles = graphs_now[0] - graphs_start[0]
+        self.launches = graphs_now[1] - graphs_start[1]
+        graph_ops = Counter(graphs_now[2])
+        graph_ops.subtract(graphs_start[2])
+        self.graph_ops = Counter({op: n for op, n in graph_ops.items() if n > 0})
         ops = Counter(now["ops"])
         ops.subtract(start["ops"])
+        ops.subtract(self.graph_ops)
         self.ops = Counter({op: n for op, n in ops.items() if n > 0})
-        self.fallbacks = Counter({op: n for op, n in self.ops.items() if not runs_on_device(op)})
+        self.fallbacks = Counter(
+            {op: n for op, n in (self.ops + self.graph_ops).items() if not runs_on_device(op)}
+        )
 
 
 @contextlib.contextmanager
@@ -176,9 +268,10 @@ def transfers() -> Iterator[Transfers]:
         raise RuntimeError("spyre_ops.emulator.transfers(): call spyre_ops.emulator.enable() first")
     from . import _C
 
+    graphs_start = _graph_counters.state()
     start = _C.snapshot()
     result = Transfers()
     try:
         yield result
     finally:
-        result._update(start, _C.snapshot())
+        result._update(start, _C.snapshot(), graphs_start, _graph_counters.state())

@@ -1,33 +1,40 @@
-"""Integration with torch-spyre, used only when torch-spyre is loaded (never in this repo's CI).
+"""Integration with torch-spyre's compiler: Inductor decompositions of the spyre ops.
 
-torch-spyre cannot be installed outside IBM's stack, so nothing here has run on
-Spyre hardware or beside the real torch-spyre; see README, "Status of the Spyre
-path".
+In a compiled graph, torch-spyre's Inductor backend must lower the ops rather
+than leave them as extern calls: :func:`install` (run at ``import spyre_ops``
+when torch-spyre is loaded) registers a decomposition of each op into the Spyre
+formula (:mod:`spyre_ops.spyre.formula`), for spyre tensors only (other devices
+keep their kernel: the decomposition returns ``NotImplemented``).
 
-What it does, the way torch-spyre treats its own ops:
+Where the decompositions must land. torch-spyre builds the table it compiles
+with from Inductor's ``select_decomp_table()`` plus its own private table. On
+torch 2.13 ``select_decomp_table()`` returns ``fast_random_decomps()``, which is
+``functools.cache``-d at the first compile in the process: a decomposition
+added to Inductor's global table after that is never seen, and the op silently
+stays an extern call. So :func:`install` registers into Inductor's global table,
+clears that cache, registers into torch-spyre's own table too (through its
+``register_spyre_decompositions``) when it has one, and then *verifies* that
+every table the compile is built from holds the decompositions; if not (a
+torch or torch-spyre that builds its table differently), it raises.
 
-* Eager calls on spyre tensors run the C++ Spyre kernel (registered by
-  ``import spyre_ops`` whatever the backend); each of its steps is an aten op
-  that torch-spyre compiles once per shape and runs on the device.
-* In a compiled graph, torch-spyre's Inductor backend needs to lower the op:
-  :func:`install` registers a decomposition of the three spyre ops into the
-  same formula (:mod:`spyre_ops.spyre.formula`) in Inductor's decomposition
-  table, as torch-spyre does for ``spyre::layer_norm`` (the in-place op: the
-  functional formula and two copies). It applies only to
-  spyre tensors; for any other device the op stays a single node (the
-  decomposition returns ``NotImplemented``), so CPU graphs keep the C++ CPU kernel.
+Each decomposition bakes the current compute dtype into the graph, so it also
+adds a Dynamo guard on it (:mod:`spyre_ops.spyre.policy_guard`): a graph
+compiled under one compute dtype is recompiled after a change.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from . import formula
+from . import formula, policy_guard
 
 DEVICE_TYPE = "spyre"
+#: torch-spyre's module holding its decomposition table and the function that builds it.
+TORCH_SPYRE_DECOMPOSITIONS = "torch_spyre._inductor.decompositions"
 _installed = False
 
 
@@ -39,7 +46,7 @@ def loaded() -> bool:
 def _policy() -> torch.dtype:
     from . import compute_dtype
 
-    return compute_dtype()
+    return policy_guard.guarded_compute_dtype(compute_dtype())
 
 
 def _applies(x: torch.Tensor, normalized_shape: Sequence[int]) -> bool:
@@ -54,7 +61,7 @@ def decompose_rms_norm(
     """Inductor decomposition of ``spyre::rms_norm`` for spyre tensors (``NotImplemented`` otherwise)."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    return formula.rms_norm_last_dim(x, weight, eps, _policy())
+    return formula.rms_norm(x, weight, eps, _policy())
 
 
 def decompose_fused_add_rms_norm(
@@ -67,7 +74,7 @@ def decompose_fused_add_rms_norm(
     """Inductor decomposition of ``spyre::fused_add_rms_norm`` for spyre tensors."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    return formula.fused_add_rms_norm_last_dim(x, residual, weight, eps, _policy())
+    return formula.fused_add_rms_norm(x, residual, weight, eps, _policy())
 
 
 def decompose_fused_add_rms_norm_(
@@ -80,7 +87,7 @@ def decompose_fused_add_rms_norm_(
     """Inductor decomposition of ``spyre::fused_add_rms_norm_``: the functional formula, then two copies."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    out, summed = formula.fused_add_rms_norm_last_dim(x, residual, weight, eps, _policy())
+    out, summed = formula.fused_add_rms_norm(x, residual, weight, eps, _policy())
     residual.copy_(summed)
     x.copy_(out)
     return None
@@ -99,13 +106,90 @@ def decomposition_table() -> dict:
     return {getattr(torch.ops.spyre, name).default: fn for name, fn in DECOMPOSITIONS.items()}
 
 
-def install() -> None:
-    """Registers the decompositions in Inductor's global table. Idempotent."""
-    global _installed
-    if _installed:
-        return
-    from torch._inductor.decomposition import register_decomposition
+def _torch_spyre_decompositions():
+    """torch-spyre's decompositions module, or None if it has none (or torch-spyre is not loaded)."""
+    if not loaded():
+        return None
+    try:
+        return importlib.import_module(TORCH_SPYRE_DECOMPOSITIONS)
+    except ImportError:
+        return None
 
-    for op, fn in decomposition_table().items():
-        register_decomposition([op])(fn)
-    _installed = True
+
+def compile_tables() -> dict[str, Callable[[], dict]]:
+    """The decomposition tables a compile of spyre tensors is built from, by name, as builders.
+
+    Inductor's ``select_decomp_table`` always; torch-spyre's ``get_spyre_decomp_table``
+    when torch-spyre is loaded.
+
+    Raises:
+        RuntimeError: torch-spyre is loaded but has no ``get_spyre_decomp_table``:
+            where its compile takes decompositions from is unknown.
+    """
+    from torch._inductor import decomposition as inductor
+
+    tables: dict[str, Callable[[], dict]] = {"torch._inductor.decomposition.select_decomp_table": inductor.select_decomp_table}
+    if loaded():
+        module = _torch_spyre_decompositions()
+        builder = getattr(module, "get_spyre_decomp_table", None)
+        if builder is None:
+            raise RuntimeError(
+                f"spyre_ops: torch-spyre is loaded but {TORCH_SPYRE_DECOMPOSITIONS}.get_spyre_decomp_table "
+                "does not exist, so spyre_ops cannot check that torch-spyre's compile sees its "
+                "decompositions (without them spyre::rms_norm and the fused ops would stay extern calls "
+                "in compiled graphs). This torch-spyre builds its decomposition table differently from "
+                "the one spyre_ops supports."
+            )
+        tables[f"{TORCH_SPYRE_DECOMPOSITIONS}.get_spyre_decomp_table"] = builder
+    return tables
+
+
+def verify() -> None:
+    """Checks that every table a compile is built from holds our decompositions.
+
+    Raises:
+        RuntimeError: naming the table and the ops it lacks.
+    """
+    ours = decomposition_table()
+    for name, build in compile_tables().items():
+        table = build()
+        missing = [str(op) for op, fn in ours.items() if table.get(op) is not fn]
+        if missing:
+            raise RuntimeError(
+                f"spyre_ops: the decomposition table a torch.compile of spyre tensors uses ({name}()) "
+                f"lacks the decompositions of {', '.join(missing)}, even after spyre_ops registered them; "
+                "compiled graphs would call these ops as extern kernels instead of lowering them. "
+                "This torch/torch-spyre builds or caches its table in a way spyre_ops does not support."
+            )
+
+
+def _clear_cached_tables() -> None:
+    """Drops Inductor's cached default table (torch 2.13: ``fast_random_decomps``), so it is rebuilt with ours."""
+    from torch._inductor import decomposition as inductor
+
+    for name in ("fast_random_decomps", "select_decomp_table"):
+        cache_clear = getattr(getattr(inductor, name, None), "cache_clear", None)
+        if cache_clear is not None:
+            cache_clear()
+
+
+def install() -> None:
+    """Registers the decompositions where torch-spyre's compile looks, then verifies it. Idempotent.
+
+    Raises:
+        RuntimeError: if a table the compile uses does not hold them afterwards (see :func:`verify`).
+    """
+    global _installed
+    if not _installed:
+        from torch._inductor.decomposition import register_decomposition
+
+        for op, fn in decomposition_table().items():
+            register_decomposition([op])(fn)
+        module = _torch_spyre_decompositions()
+        register_spyre = getattr(module, "register_spyre_decompositions", None)
+        if register_spyre is not None:
+            for op, fn in decomposition_table().items():
+                register_spyre([op])(fn)
+        _installed = True
+    _clear_cached_tables()
+    verify()

@@ -76,10 +76,14 @@ def test_refuses_beside_another_privateuse1_backend():
 
 
 def test_refuses_beside_torch_spyre():
-    # torch-spyre cannot be installed here: a module of its name stands in for it.
+    # torch-spyre cannot be installed here: a module of its name stands in for it
+    # (with the decomposition-table builder import spyre_ops checks).
     r = run_python("""
         import sys, types
-        sys.modules["torch_spyre"] = types.ModuleType("torch_spyre")
+        from torch._inductor.decomposition import select_decomp_table
+        for name in ("torch_spyre", "torch_spyre._inductor", "torch_spyre._inductor.decompositions"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["torch_spyre._inductor.decompositions"].get_spyre_decomp_table = select_decomp_table
         import torch
         import spyre_ops.emulator as emulator
         try:

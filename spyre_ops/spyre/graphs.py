@@ -1,0 +1,168 @@
+"""Eager calls on spyre tensors as one compiled graph of the whole formula.
+
+torch-spyre runs every eager aten op on a spyre tensor as its own compiled
+kernel and device launch; the formula has about twenty ops. So the eager
+kernels (:mod:`spyre_ops.spyre.kernels`) instead trace the formula into an
+aten graph (``make_fx`` on fake tensors: nothing runs on the device while
+tracing), hand that graph to the *graph compiler* once per signature (op,
+shapes, strides, dtypes, weight presence, eps, compute dtype), and cache what
+it returns. A call with a known signature is one launch of a cached graph.
+The traced graph names no size (every reduction is over the last dim), so one
+trace serves every shape: a new shape costs a copy of the graph module, not a
+new trace.
+
+The graph compiler is the seam between this package and the device:
+
+* with torch-spyre loaded, :func:`torch_compile`: ``torch.compile(graph.forward,
+  dynamic=False, fullgraph=True)``, which on spyre tensors is torch-spyre's
+  Inductor backend. Each signature has a graph module of its own (its own code
+  object), so signatures never share, or exhaust, one Dynamo cache entry;
+* on the emulated device, :mod:`spyre_ops.emulator` installs its stand-in
+  (which counts compiles and launches) with :func:`set_graph_compiler`;
+* otherwise, :func:`replay`: the traced graph runs as it is.
+
+The formula is plain aten ops: the compiled graph never dispatches back into a
+spyre op.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from . import formula
+
+#: Compiles an aten graph for the given example inputs; returns what runs it.
+GraphCompiler = Callable[[torch.fx.GraphModule, Sequence[torch.Tensor]], Callable[..., Any]]
+
+#: How many compiled graphs are kept (least recently used dropped first).
+MAX_GRAPHS = 512
+
+_lock = threading.Lock()
+_graphs: OrderedDict[tuple, Callable[..., Any]] = OrderedDict()
+_traces: dict[tuple, torch.fx.GraphModule] = {}
+_compiler: GraphCompiler | None = None
+
+
+def torch_compile(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
+    """torch-spyre's compile: ``torch.compile(graph.forward, dynamic=False, fullgraph=True)`` (Inductor).
+
+    The graph's own ``forward`` is compiled (not the module, whose ``__call__``
+    code all modules share), so each signature has Dynamo cache entries of its own.
+    """
+    return torch.compile(graph.forward, dynamic=False, fullgraph=True)
+
+
+def replay(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
+    """No compile: the traced aten graph runs op by op."""
+    return graph
+
+
+def _default_compiler() -> GraphCompiler:
+    from . import torch_spyre
+
+    return torch_compile if torch_spyre.loaded() else replay
+
+
+def graph_compiler() -> GraphCompiler:
+    """The graph compiler in use (see the module docstring)."""
+    return _compiler if _compiler is not None else _default_compiler()
+
+
+def set_graph_compiler(compiler: GraphCompiler | None) -> GraphCompiler | None:
+    """Sets the graph compiler (``None``: the default) and drops the cached graphs; returns the previous one."""
+    global _compiler
+    with _lock:
+        previous, _compiler = _compiler, compiler
+        _graphs.clear()
+        _traces.clear()
+    return previous
+
+
+def clear() -> None:
+    """Drops every cached graph and trace."""
+    with _lock:
+        _graphs.clear()
+        _traces.clear()
+
+
+def cached_signatures() -> list[tuple]:
+    """The signatures with a cached graph, least recently used first."""
+    with _lock:
+        return list(_graphs)
+
+
+def _rms_norm(x, weight, *, eps, policy):
+    return formula.rms_norm_rows(x, weight, eps, policy)
+
+
+def _rms_norm_no_weight(x, *, eps, policy):
+    return formula.rms_norm_rows(x, None, eps, policy)
+
+
+def _fused(x, residual, weight, *, eps, policy):
+    return formula.fused_add_rms_norm_rows(x, residual, weight, eps, policy)
+
+
+def _fused_no_weight(x, residual, *, eps, policy):
+    return formula.fused_add_rms_norm_rows(x, residual, None, eps, policy)
+
+
+_FORMULAS = {
+    ("rms_norm", True): _rms_norm,
+    ("rms_norm", False): _rms_norm_no_weight,
+    ("fused_add_rms_norm", True): _fused,
+    ("fused_add_rms_norm", False): _fused_no_weight,
+}
+
+
+def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> tuple:
+    shapes = tuple((tuple(t.shape), t.dtype, tuple(t.stride()), t.device) for t in tensors)
+    return (kind, shapes, float(eps), policy)
+
+
+def _trace(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
+           tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> torch.fx.GraphModule:
+    """The formula's aten graph for these dtypes, eps and policy (traced once, for any shape)."""
+    key = (kind, tuple(t.dtype for t in tensors), residual is not None, weight is not None, float(eps), policy)
+    with _lock:
+        traced = _traces.get(key)
+    if traced is None:
+        fn = functools.partial(_FORMULAS[(kind, weight is not None)], eps=eps, policy=policy)
+        traced = make_fx(fn, tracing_mode="fake")(*tensors)
+        for node in traced.graph.nodes:
+            node.meta.pop("val", None)  # the shapes of one trace; the graph itself names none
+            node.meta.pop("tensor_meta", None)
+        with _lock:
+            if len(_traces) >= MAX_GRAPHS:
+                _traces.clear()
+            _traces[key] = traced
+    # A module of its own (its own generated forward) for each signature.
+    return torch.fx.GraphModule(traced, traced.graph)
+
+
+def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
+        eps: float, policy: torch.dtype) -> Any:
+    """Runs formula ``kind`` ("rms_norm" or "fused_add_rms_norm") on 2-D x as one cached compiled graph."""
+    tensors = [t for t in (x, residual, weight) if t is not None]
+    key = _signature(kind, tensors, eps, policy)
+    with _lock:
+        compiled = _graphs.get(key)
+        if compiled is not None:
+            _graphs.move_to_end(key)
+    if compiled is None:
+        with torch.no_grad():
+            graph = _trace(kind, x, residual, weight, tensors, eps, policy)
+            compiled = graph_compiler()(graph, tensors)
+        with _lock:
+            _graphs[key] = compiled
+            while len(_graphs) > MAX_GRAPHS:
+                _graphs.popitem(last=False)
+    with torch.no_grad():
+        return compiled(*tensors)

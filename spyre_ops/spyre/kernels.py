@@ -1,0 +1,146 @@
+"""The PrivateUse1 ("spyre") kernels of the spyre ops.
+
+Each kernel checks its arguments exactly as the CPU kernels do (same messages,
+:mod:`spyre_ops._checks`), flattens the leading dims of x to 2-D (a view for a
+contiguous x; other layouts are first copied on the device into a dense
+tensor, as torch-spyre's compiled kernels need offset-free dense inputs) and
+runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
+``out=`` and the in-place op then write their result with device-to-device
+copies. The backward op has no Spyre kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .. import _checks
+from . import graphs
+
+
+def _policy() -> torch.dtype:
+    from . import compute_dtype
+
+    return compute_dtype()
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """t itself if it is contiguous and starts its storage; else a dense copy on its device."""
+    if t.is_contiguous() and t.storage_offset() == 0:
+        return t
+    dense = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    dense.copy_(t)
+    return dense
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as (rows, last dim), dense."""
+    return _dense(t).view(-1, t.shape[-1])
+
+
+def _check(op: str, x, normalized_shape, weight, eps, residual=None, out=None) -> None:
+    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
+    if residual is not None:
+        _checks.check_residual(op, x, residual)
+    if out is not None:
+        _checks.check_out(op, x, out)
+    _checks.check_device_limits(op, x, normalized_shape)
+
+
+def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    if x.numel() == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    w = None if weight is None else _dense(weight)
+    return graphs.run("rms_norm", _rows(x), None, w, eps, _policy()).view(x.shape)
+
+
+def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
+    if x.numel() == 0:
+        return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
+                torch.empty(x.shape, dtype=x.dtype, device=x.device))
+    w = None if weight is None else _dense(weight)
+    out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, _policy())
+    return out.view(x.shape), summed.view(x.shape)
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b may share memory (byte ranges of the same storage intersect)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def _check_writable(op: str, name: str, t: torch.Tensor) -> None:
+    torch._check(
+        torch._debug_has_internal_overlap(t) != 1,
+        lambda: f"{op}: more than one element of {name} refers to the same memory location; "
+        f"clone {name} before calling the op",
+    )
+
+
+def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+             eps: float = 1e-5) -> torch.Tensor:
+    """Spyre kernel of ``spyre::rms_norm``."""
+    _check("spyre::rms_norm", x, normalized_shape, weight, eps)
+    return _normalize(x, weight, eps)
+
+
+def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+                 eps: float = 1e-5, *, out: torch.Tensor) -> torch.Tensor:
+    """Spyre kernel of ``spyre::rms_norm.out``: the result in full first, then one copy into out."""
+    op = "spyre::rms_norm.out"
+    _check(op, x, normalized_shape, weight, eps, out=out)
+    _check_writable(op, "out", out)
+    out.copy_(_normalize(x, weight, eps))
+    return out
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                       weight: torch.Tensor | None = None, eps: float = 1e-5):
+    """Spyre kernel of ``spyre::fused_add_rms_norm``."""
+    _check("spyre::fused_add_rms_norm", x, normalized_shape, weight, eps, residual=residual)
+    return _fused(x, residual, weight, eps)
+
+
+def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                        weight: torch.Tensor | None = None, eps: float = 1e-5) -> None:
+    """Spyre kernel of ``spyre::fused_add_rms_norm_``: the functional result, then two copies."""
+    op = "spyre::fused_add_rms_norm_"
+    _check(op, x, normalized_shape, weight, eps, residual=residual)
+    _check_writable(op, "x", x)
+    _check_writable(op, "residual", residual)
+    torch._check(
+        not _overlaps(x, residual),
+        lambda: f"{op}: x and residual overlap in memory; they must be distinct tensors",
+    )
+    out, summed = _fused(x, residual, weight, eps)
+    residual.copy_(summed)
+    x.copy_(out)
+
+
+_KERNELS = {
+    "rms_norm": rms_norm,
+    "rms_norm.out": rms_norm_out,
+    "fused_add_rms_norm": fused_add_rms_norm,
+    "fused_add_rms_norm_": fused_add_rms_norm_,
+}
+_registered = False
+
+
+def register(lib: torch.library.Library) -> None:
+    """Registers the kernels above for PrivateUse1 in ``lib`` (a ``spyre`` library). Idempotent."""
+    global _registered
+    if _registered:
+        return
+    for name, kernel in _KERNELS.items():
+        lib.impl(name, kernel, "PrivateUse1")
+    _registered = True
