@@ -9,10 +9,9 @@ op itself), and the kernels running on more than one thread.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -188,8 +187,6 @@ def test_rms_norm_schema_is_what_custom_op_infers_from_torch_spyres_signature():
     # torch-spyre defines spyre::rms_norm with torch.library.custom_op on a Python
     # function with this signature (FACTS.md); custom_op derives the schema from
     # it. Ours must be identical to what that derivation gives, or adoption fails.
-    from collections.abc import Sequence
-
     def rms_norm(
         x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None, eps: float = 1e-05
     ) -> torch.Tensor:
