@@ -121,9 +121,12 @@ class BuildExtensionRecordingTorch(BuildExtension):
 
     def run(self) -> None:
         super().run()
-        package_dir = os.path.dirname(self.get_ext_fullpath("spyre_ops._C"))
-        with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
-            f.write(build_info())
+        # Next to the built module (a wheel's build dir, or the source tree for
+        # --inplace), and in the source tree (where an editable install reads it).
+        here = os.path.dirname(os.path.abspath(__file__))
+        for package_dir in {os.path.dirname(self.get_ext_fullpath("spyre_ops._C")), os.path.join(here, "spyre_ops")}:
+            with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
+                f.write(build_info())
 
 
 def sources(folder: str) -> list[str]:
