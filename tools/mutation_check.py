@@ -12,6 +12,8 @@ Not part of `make test` (each C++ mutation rebuilds, ~1-3 min on 2 cores):
     python tools/mutation_check.py                # all mutations
     python tools/mutation_check.py bf16-truncate  # some, by name
     SCRATCH=/tmp/x python tools/mutation_check.py --list
+    python tools/mutation_check.py --in-place     # mutate this checkout itself (reusing its
+                                                  # build/; each file is restored afterwards)
 
 Exit status 0 when every applicable mutation was caught.
 """
@@ -167,17 +169,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--in-place", action="store_true", help="mutate this checkout, not a copy")
     args = parser.parse_args()
     if args.list:
         for m in MUTATIONS:
             print(f"{m.name:32s} {m.path}")
         return 0
     chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
-    tree = SCRATCH / "tree"
-    tree.mkdir(parents=True, exist_ok=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
     log = SCRATCH / "log.txt"
     log.write_text("")
-    sync_sources(tree)
+    if args.in_place:
+        tree = ROOT
+    else:
+        tree = SCRATCH / "tree"
+        tree.mkdir(parents=True, exist_ok=True)
+        sync_sources(tree)
     if not build(tree, log):
         print(f"the unmutated copy does not build; see {log}")
         return 2
