@@ -61,8 +61,8 @@ MUTATIONS = [
     Mutation(
         "fused-unrounded-sum",
         "csrc/cpu/rms_norm_rows.h",
-        "L::store_rounded(ro + j, n, a, b);",
-        "L::store(ro + j, n, a, b);",
+        "L::store_rounded(residual_out + j, n, a, b);",
+        "L::store(residual_out + j, n, a, b);",
         (f"{CPU_GUARDS}::test_fused_op_normalizes_the_rounded_sum",),
     ),
     Mutation(
