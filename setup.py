@@ -1,8 +1,13 @@
 """Build of spyre_ops: the C++ kernels as the extension module spyre_ops._C,
 and the emulated spyre device (a test instrument) as spyre_ops.emulator._C.
 
-Install with `pip install --no-build-isolation -e .` next to an installed torch
-(the Makefile does this). Build flags: -O3, and one SIMD capability for the CPU
+Install with `pip install .` (pyproject.toml's build backend,
+build_backend/torch_matched_build.py, builds against the torch release already
+installed) or `pip install --no-build-isolation .` next to an installed torch
+(the Makefile does the latter, editable). A torch C++ extension runs only with
+the torch release it was built against, so the wheel requires that release
+(``torch>=X.Y.0,<X.Y+1``), and the build records it in spyre_ops/_build_info.py,
+which ``import spyre_ops`` checks before loading the kernels. Build flags: -O3, and one SIMD capability for the CPU
 kernels, chosen by SPYRE_OPS_CPU_CAPABILITY:
 
 * ``auto`` (the default): the best the build machine has, of ``avx512`` and ``avx2``;
@@ -93,6 +98,37 @@ def openmp_flags() -> list[str]:
     return []
 
 
+def torch_release() -> tuple[int, int]:
+    """(major, minor) of the torch this build compiles against."""
+    import torch
+
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def build_info() -> str:
+    """The text of spyre_ops/_build_info.py: the torch the extension is compiled against."""
+    import torch
+
+    return (
+        '"""Written by setup.py at build time: the torch spyre_ops._C was compiled against."""\n\n'
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+    )
+
+
+class BuildExtensionRecordingTorch(BuildExtension):
+    """torch's BuildExtension, which also writes _build_info.py next to spyre_ops._C."""
+
+    def run(self) -> None:
+        super().run()
+        # Next to the built module (a wheel's build dir, or the source tree for
+        # --inplace), and in the source tree (where an editable install reads it).
+        here = os.path.dirname(os.path.abspath(__file__))
+        for package_dir in {os.path.dirname(self.get_ext_fullpath("spyre_ops._C")), os.path.join(here, "spyre_ops")}:
+            with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
+                f.write(build_info())
+
+
 def sources(folder: str) -> list[str]:
     return sorted(glob.glob(os.path.join("csrc", folder, "*.cpp")))
 
@@ -100,7 +136,7 @@ def sources(folder: str) -> list[str]:
 ext_modules = [
     CppExtension(
         name="spyre_ops._C",
-        sources=sources("") + sources("cpu") + sources("spyre"),
+        sources=sources("") + sources("cpu"),
         extra_compile_args={"cxx": cxx_flags()},
     ),
     # The emulated spyre device, a test instrument: its own module, which
@@ -113,8 +149,12 @@ ext_modules = [
     ),
 ]
 
+MAJOR, MINOR = torch_release()
+
 setup(
     packages=find_packages(include=["spyre_ops", "spyre_ops.*"]),
     ext_modules=ext_modules,
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtensionRecordingTorch},
+    # The wheel runs only with the torch release it was compiled against.
+    install_requires=[f"torch>={MAJOR}.{MINOR}.0,<{MAJOR}.{MINOR + 1}"],
 )

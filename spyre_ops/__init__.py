@@ -12,11 +12,25 @@ fake kernels for torch.compile and autograd. The Python
 wrappers below and :class:`spyre_ops.nn.RMSNorm` are the documented entry points.
 """
 
-from . import _library  # noqa: F401  (defines/adopts the schemas, registers C++ kernels)
-from . import fake  # noqa: F401  (registers the fake kernels)
-from . import nested  # noqa: F401  (jagged nested tensors)
-from . import nn, spyre
-from .ops import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
+import torch as _torch
+
+from . import _torch_check
+
+# The kernels load only into the torch release they were built against: say so
+# plainly rather than with an "undefined symbol" error.
+_torch_check.check(_torch.__version__)
+try:
+    from . import _C  # noqa: F401
+except ImportError as _error:
+    if "undefined symbol" not in str(_error):
+        raise
+    raise _torch_check.explain_load_error(_error, _torch.__version__) from _error
+
+from . import _library  # noqa: E402,F401  (defines/adopts the schemas, registers C++ kernels)
+from . import fake  # noqa: E402,F401  (registers the fake kernels)
+from . import nested  # noqa: E402,F401  (jagged nested tensors)
+from . import nn, spyre  # noqa: E402
+from .ops import fused_add_rms_norm, fused_add_rms_norm_, rms_norm  # noqa: E402
 
 __all__ = ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "nn"]
 __version__ = "0.1.0"

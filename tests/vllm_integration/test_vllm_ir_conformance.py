@@ -70,10 +70,6 @@ def test_fused_add_rms_norm_matches_native(ir, case):
         assert_close_to_ref(out, ref_out)
 
 
-def test_grid_size():
-    assert len(GRID) == 90
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_weight_none(ir, dtype):
     op = ir.ops.rms_norm
