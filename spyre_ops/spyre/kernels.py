@@ -99,6 +99,7 @@ def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch
     """Spyre kernel of ``spyre::rms_norm.out``: the result in full first, then one copy into out."""
     op = "spyre::rms_norm.out"
     _check(op, x, normalized_shape, weight, eps, out=out)
+    _checks.check_out_overlaps(op, x, weight, out)
     _check_writable(op, "out", out)
     out.copy_(_normalize(x, weight, eps))
     return out
@@ -116,6 +117,7 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shap
     """Spyre kernel of ``spyre::fused_add_rms_norm_``: the functional result, then two copies."""
     op = "spyre::fused_add_rms_norm_"
     _check(op, x, normalized_shape, weight, eps, residual=residual)
+    _checks.check_inplace_overlaps(op, x, residual, weight)
     _check_writable(op, "x", x)
     _check_writable(op, "residual", residual)
     torch._check(

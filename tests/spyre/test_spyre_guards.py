@@ -59,8 +59,8 @@ def test_inplace_op_refuses_aliased_x_and_residual(spyre_device, case):
         big = torch.randn(5, 64).to(spyre_device)
         x, residual = big[:4], big[1:]
     before = base.cpu().clone()
-    # (PyTorch's own overlap message, as for torch's in-place ops.)
-    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+    # The CPU kernel's message, naming the op and both arguments.
+    with pytest.raises(RuntimeError, match="fused_add_rms_norm_: x and residual overlap, and the op writes both"):
         spyre_ops.fused_add_rms_norm_(x, residual, 64)
     if case != "partial overlap":
         assert torch.equal(base.cpu(), before)  # refused before writing anything
@@ -173,3 +173,22 @@ def test_exit_after_a_device_backward_is_clean_under_load():
             p.wait()
     failed = [(r.returncode, r.stderr[-500:]) for r in results if r.returncode != 0]
     assert not failed, failed
+
+
+@pytest.mark.parametrize("case", ["out", "in place"])
+def test_weight_written_by_the_op_is_refused_as_on_the_cpu(spyre_device, case):
+    # The CPU kernels refuse a weight that shares memory with what the op writes;
+    # the Spyre kernels must refuse it too, with the same message, before writing.
+    messages = []
+    for device in ("cpu", spyre_device):
+        x = torch.randn(4, 64).to(device)
+        target = torch.randn(4, 64).to(device)
+        before = target.cpu().clone()
+        with pytest.raises(RuntimeError, match="weight shares memory with") as info:
+            if case == "out":
+                torch.ops.spyre.rms_norm.out(x, [64], target[0], 1e-5, out=target)
+            else:
+                torch.ops.spyre.fused_add_rms_norm_(x, target, [64], target[0], 1e-5)
+        assert torch.equal(target.cpu(), before)
+        messages.append(str(info.value).splitlines()[0])
+    assert messages[0] == messages[1]
