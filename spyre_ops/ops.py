@@ -68,7 +68,7 @@ def rms_norm(
         _refuse_tensor_eps("spyre_ops.rms_norm")
     shape = [normalized_shape] if isinstance(normalized_shape, int) else _as_shape(normalized_shape)
     if out is not None:
-        if torch.compiler.is_compiling() and not out.is_contiguous():
+        if not out.is_contiguous() and torch.compiler.is_compiling():
             # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
             # the op writes a contiguous buffer, copied into out, after the checks
             # eager mode makes on out itself (see _out_checks).
