@@ -71,6 +71,18 @@ def load_vllm_ops() -> str | None:
     return None
 
 
+def vllm_fresh_call(x: torch.Tensor, w: torch.Tensor, eps: float) -> Callable[[], torch.Tensor]:
+    """vLLM's CPU kernel with its own allocation, as vLLM's RMSNorm layer calls it."""
+    vllm_rms_norm = torch.ops._C.rms_norm
+
+    def call() -> torch.Tensor:
+        out = torch.empty_like(x)
+        vllm_rms_norm(out, x, w, eps)
+        return out
+
+    return call
+
+
 def load_emulator() -> torch.device | None:
     """The emulated spyre device, when spyre_ops ships one; else None."""
     try:
@@ -139,13 +151,7 @@ def column_calls(
     if vllm:
         vllm_rms_norm = torch.ops._C.rms_norm
         vllm_fused = torch.ops._C.fused_add_rms_norm
-
-        def vllm_fresh() -> torch.Tensor:
-            out = torch.empty_like(x)
-            vllm_rms_norm(out, x, w, EPS)
-            return out
-
-        calls["vllm"] = (vllm_fresh, None)
+        calls["vllm"] = (vllm_fresh_call(x, w, EPS), None)
         calls["vllm_out"] = (lambda: vllm_rms_norm(y, x, w, EPS), None)
         calls["vllm_fused_"] = (lambda: vllm_fused(xi, ri, w, EPS), reset)
     spyre = torch.ops.spyre

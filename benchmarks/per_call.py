@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 
 import spyre_ops
-from peers import load_vllm_ops
+from peers import load_vllm_ops, vllm_fresh_call
 
 EPS = 1e-6
 
@@ -43,12 +43,7 @@ def variants(x: torch.Tensor, w: torch.Tensor, vllm: bool) -> dict[str, tuple[Ca
     v: dict[str, tuple[Callable[[], object], Callable]] = {}
     if vllm:
         vllm_rms_norm = torch.ops._C.rms_norm
-
-        def vllm_fresh() -> torch.Tensor:
-            out = torch.empty_like(x)
-            vllm_rms_norm(out, x, w, EPS)
-            return out
-
+        vllm_fresh = vllm_fresh_call(x, w, EPS)
         v["vllm (grad mode)"] = (vllm_fresh, grad)
         v["vllm (inference_mode)"] = (vllm_fresh, inference)
         v["vllm_out (grad mode)"] = (lambda: vllm_rms_norm(y, x, w, EPS), grad)
