@@ -1,5 +1,6 @@
 // The Python module spyre_ops._C. Loading it registers nothing; spyre_ops calls
 // the register_* functions once the schemas exist (see spyre_ops/_library.py).
+// It also holds the direct op calls of the eager wrappers (eager_calls.cpp).
 #include <Python.h>
 
 #include <exception>
@@ -7,6 +8,7 @@
 #include "autograd.h"
 #include "cpu/capability.h"
 #include "cpu/kernels.h"
+#include "eager_calls.h"
 
 namespace {
 
@@ -43,5 +45,10 @@ PyModuleDef module = {
 }  // namespace
 
 PyMODINIT_FUNC PyInit__C() {
-  return PyModule_Create(&module);
+  PyObject* m = PyModule_Create(&module);
+  if (m != nullptr && PyModule_AddFunctions(m, spyre_ops::eager_call_methods) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }

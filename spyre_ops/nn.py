@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from . import _C
 from .ops import ShapeLike, _as_shape
 
 
@@ -94,6 +95,15 @@ class RMSNorm(nn.Module):
         eps = self._eps
         if eps is None:
             eps = _default_eps(x.dtype)
+        if not torch.jit.is_scripting():
+            if not torch.compiler.is_dynamo_compiling():
+                # Eager: the direct op call of spyre_ops.ops (NotImplemented: take torch.ops).
+                if residual is None:
+                    y = _C.rms_norm(x, self._shape, self.weight, eps, None)
+                else:
+                    y = _C.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
+                if y is not NotImplemented:
+                    return y
         if residual is None:
             return torch.ops.spyre.rms_norm(x, self._shape, self.weight, eps)
         return torch.ops.spyre.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)

@@ -1,7 +1,16 @@
 """The public functional API: thin, typed wrappers over ``torch.ops.spyre.*``.
 
-Calling ``torch.ops.spyre.<op>`` directly is equivalent; these wrappers only
-accept an ``int`` for ``normalized_shape`` and carry the documentation.
+Calling ``torch.ops.spyre.<op>`` directly is equivalent; these wrappers also
+accept an ``int`` for ``normalized_shape``, carry the documentation, and in
+eager mode cost less per call: with plain arguments (tensors that are exactly
+``torch.Tensor``/``nn.Parameter``, no torch function mode, ``normalized_shape``
+an int or a list/tuple of ints, ``eps`` a float) they make the op's dispatcher
+call from C++ (``spyre_ops._C.rms_norm`` & co., see ``csrc/eager_calls.cpp``),
+skipping ``torch.ops``' generic argument parsing (about 2 µs of a one-token
+call). The call goes through the dispatcher as ``torch.ops`` does (autograd,
+functorch, dispatch modes, profiler, every device's kernel), so results and
+errors are the same; any other argument takes ``torch.ops``. Under
+``torch.compile`` the wrappers trace to the ``torch.ops`` call.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from . import _C
 from . import _out_checks  # noqa: F401  (defines spyre::_check_rms_norm_out)
 
 ShapeLike = int | Sequence[int] | torch.Size
@@ -64,6 +74,10 @@ def rms_norm(
         RuntimeError: for a shape, dtype or device mismatch, or a bad ``eps``.
         TypeError: for a tensor ``eps``.
     """
+    if not torch.compiler.is_dynamo_compiling():
+        result = _C.rms_norm(x, normalized_shape, weight, eps, out)
+        if result is not NotImplemented:
+            return result
     if isinstance(eps, torch.Tensor):
         _refuse_tensor_eps("spyre_ops.rms_norm")
     shape = [normalized_shape] if isinstance(normalized_shape, int) else _as_shape(normalized_shape)
@@ -94,6 +108,10 @@ def fused_add_rms_norm(
     inputs are left untouched. ``residual`` must have ``x``'s shape, dtype and
     device. See :func:`rms_norm` for the other arguments.
     """
+    if not torch.compiler.is_dynamo_compiling():
+        result = _C.fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
+        if result is not NotImplemented:
+            return result
     if isinstance(eps, torch.Tensor):
         _refuse_tensor_eps("spyre_ops.fused_add_rms_norm")
     return torch.ops.spyre.fused_add_rms_norm(x, residual, _as_shape(normalized_shape), weight, eps)
@@ -109,6 +127,9 @@ def fused_add_rms_norm_(
     """In-place :func:`fused_add_rms_norm`: writes ``out`` into ``x`` and
     ``x + residual`` into ``residual``. ``x`` and ``residual`` must not overlap.
     Not differentiable."""
+    if not torch.compiler.is_dynamo_compiling():
+        if _C.fused_add_rms_norm_(x, residual, normalized_shape, weight, eps) is not NotImplemented:
+            return None
     if isinstance(eps, torch.Tensor):
         _refuse_tensor_eps("spyre_ops.fused_add_rms_norm_")
     torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape), weight, eps)

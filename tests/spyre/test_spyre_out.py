@@ -48,3 +48,26 @@ def test_opcheck_out_on_spyre(spyre_device):
     x = torch.randn(5, 64).to(spyre_device)
     w = torch.rand(64).to(spyre_device)
     torch.library.opcheck(torch.ops.spyre.rms_norm.out, (x, [64], w, 1e-6), {"out": torch.empty_like(x)})
+
+
+def _first_line_of_error(call) -> tuple[type, str]:
+    with pytest.raises(Exception) as info:
+        call()
+    return type(info.value), str(info.value).split("\n")[0]
+
+
+def test_wrapper_raises_what_torch_ops_raises(spyre_device):
+    # The wrappers' direct calls (spyre_ops._C.*) reach the Spyre kernels
+    # through the dispatcher: the errors are the kernels' own.
+    x = torch.randn(4, 8, 16, device=spyre_device)
+    cases = [
+        (lambda: spyre_ops.rms_norm(x, [8, 16], None, 1e-5, out=torch.empty_like(x)),
+         lambda: torch.ops.spyre.rms_norm.out(x, [8, 16], None, 1e-5, out=torch.empty_like(x))),
+        (lambda: spyre_ops.rms_norm(x, 16, None, 1e-5, out=torch.empty(4, 8, 16)),
+         lambda: torch.ops.spyre.rms_norm.out(x, [16], None, 1e-5, out=torch.empty(4, 8, 16))),
+        (lambda: spyre_ops.fused_add_rms_norm_(x, x, 16, None, 1e-5),
+         lambda: torch.ops.spyre.fused_add_rms_norm_(x, x, [16], None, 1e-5)),
+    ]
+    for wrapper, direct in cases:
+        got, expected = _first_line_of_error(wrapper), _first_line_of_error(direct)
+        assert got == expected and "spyre::" in got[1]
