@@ -1,7 +1,8 @@
 """Hugging Face transformers integration: route a model's RMSNorm modules to the spyre ops.
 
 ``patch(model)`` changes the class of every RMSNorm module of ``model`` to a
-subclass whose ``forward`` is one call of ``torch.ops.spyre.rms_norm``; the
+subclass whose ``forward`` is one call of ``torch.ops.spyre.rms_norm`` (through
+:func:`spyre_ops.rms_norm`, whose eager calls skip torch.ops' argument parsing); the
 modules keep their parameters, buffers, hooks and state-dict keys.
 :func:`unpatch` (or the returned report's :meth:`PatchReport.undo`, or leaving
 it as a ``with`` block) restores the original classes::
@@ -52,6 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import ops
 from .nn import _ConstantFloat
 
 __all__ = [
@@ -128,14 +130,12 @@ def _normalized_shape(module: nn.Module) -> list[int]:
 
 
 def _llama_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
-    return torch.ops.spyre.rms_norm(
-        hidden_states, self._spyre_ops_shape, self.weight, getattr(self, _EPS_ATTR)
-    )
+    return ops.rms_norm(hidden_states, self._spyre_ops_shape, self.weight, getattr(self, _EPS_ATTR))
 
 
 def _gemma_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
     scale = 1.0 + self.weight.float()
-    return torch.ops.spyre.rms_norm(hidden_states, self._spyre_ops_shape, scale, getattr(self, _EPS_ATTR))
+    return ops.rms_norm(hidden_states, self._spyre_ops_shape, scale, getattr(self, _EPS_ATTR))
 
 
 _FORWARDS = {"llama": _llama_forward, "gemma": _gemma_forward}
