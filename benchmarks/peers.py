@@ -154,15 +154,16 @@ def column_calls(
         calls["vllm"] = (vllm_fresh_call(x, w, EPS), None)
         calls["vllm_out"] = (lambda: vllm_rms_norm(y, x, w, EPS), None)
         calls["vllm_fused_"] = (lambda: vllm_fused(xi, ri, w, EPS), reset)
-    spyre = torch.ops.spyre
-    calls["spyre"] = (lambda: spyre.rms_norm(x, [h], w, EPS), None)
-    if hasattr(spyre.rms_norm, "out"):
-        calls["spyre_out"] = (lambda: spyre.rms_norm.out(x, [h], w, EPS, out=y), None)
-    calls["spyre_fused"] = (lambda: spyre.fused_add_rms_norm(x, r, [h], w, EPS), None)
-    calls["spyre_fused_"] = (lambda: spyre.fused_add_rms_norm_(xi, ri, [h], w, EPS), reset)
+    # spyre_ops' public entry points (for plain arguments they make the
+    # dispatcher call from C++; torch.ops.spyre.* parses its arguments
+    # generically, ~2 us more per call: benchmarks/per_call.py shows both).
+    calls["spyre"] = (lambda: spyre_ops.rms_norm(x, h, w, EPS), None)
+    calls["spyre_out"] = (lambda: spyre_ops.rms_norm(x, h, w, EPS, out=y), None)
+    calls["spyre_fused"] = (lambda: spyre_ops.fused_add_rms_norm(x, r, h, w, EPS), None)
+    calls["spyre_fused_"] = (lambda: spyre_ops.fused_add_rms_norm_(xi, ri, h, w, EPS), reset)
     if emu is not None:
         xe, we = x.to(emu), w.to(emu)
-        calls["spyre_emu"] = (lambda: spyre.rms_norm(xe, [h], we, EPS), None)
+        calls["spyre_emu"] = (lambda: spyre_ops.rms_norm(xe, h, we, EPS), None)
     return calls
 
 

@@ -9,12 +9,15 @@ Every variant is timed in the same run, interleaved: each round times a batch of
 ``--batch`` calls of every variant in turn, so that a busy spell of the shared
 machine hits all variants alike. Reported per variant: the median and the lower
 decile over rounds of the mean time per call in a batch, in microseconds, and
-the ratio of those to vLLM's (fresh output: ``torch.empty_like`` + ``_C.rms_norm``;
-preallocated output: ``_C.rms_norm`` into it). One thread.
+the ratio of the medians to vLLM's of the same kind in the same grad mode
+(fresh output: ``torch.empty_like`` + ``_C.rms_norm``; preallocated output:
+``_C.rms_norm`` into it; in place: ``_C.fused_add_rms_norm``). One thread.
 
-Variants: the functional op in grad mode (inputs that need no grad), under
-``torch.no_grad()`` and under ``torch.inference_mode()``; ``out=`` into a
-preallocated tensor; the same through the Python wrapper ``spyre_ops.rms_norm``.
+Variants: each of spyre_ops' entry points, the raw ``torch.ops.spyre.*`` call
+and the wrapper ``spyre_ops.*`` (which makes the same dispatcher call from C++
+for plain arguments, see spyre_ops/ops.py), for the functional op, ``out=`` and
+the in-place fused op, in grad mode (inputs that need no grad), under
+``torch.no_grad()`` and under ``torch.inference_mode()``.
 """
 
 from __future__ import annotations
@@ -34,41 +37,47 @@ from peers import load_vllm_ops, vllm_fresh_call
 EPS = 1e-6
 
 
-def variants(x: torch.Tensor, w: torch.Tensor, vllm: bool) -> dict[str, tuple[Callable[[], object], Callable]]:
-    """Name -> (call, context manager factory) of every variant."""
+MODES: dict[str, Callable] = {
+    "grad mode": contextlib.nullcontext,
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+}
+
+
+def variants(x: torch.Tensor, w: torch.Tensor, vllm: bool) -> dict[tuple[str, str, str], Callable[[], object]]:
+    """(kind, entry point, grad mode) -> call, for every variant."""
     h = x.shape[-1]
     y = torch.empty_like(x)
+    # The in-place ops keep normalizing x and adding it into the residual: the
+    # values drift but stay ordinary rows (no exact-path rows).
+    xi, ri = x.clone(), torch.zeros_like(x)
     spyre = torch.ops.spyre
-    grad, no_grad, inference = contextlib.nullcontext, torch.no_grad, torch.inference_mode
-    v: dict[str, tuple[Callable[[], object], Callable]] = {}
+    calls: dict[tuple[str, str], Callable[[], object]] = {}
     if vllm:
-        vllm_rms_norm = torch.ops._C.rms_norm
-        vllm_fresh = vllm_fresh_call(x, w, EPS)
-        v["vllm (grad mode)"] = (vllm_fresh, grad)
-        v["vllm (inference_mode)"] = (vllm_fresh, inference)
-        v["vllm_out (grad mode)"] = (lambda: vllm_rms_norm(y, x, w, EPS), grad)
-        v["vllm_out (inference_mode)"] = (lambda: vllm_rms_norm(y, x, w, EPS), inference)
-    v["empty_like"] = (lambda: torch.empty_like(x), grad)
-    v["spyre (grad mode)"] = (lambda: spyre.rms_norm(x, [h], w, EPS), grad)
-    v["spyre (no_grad)"] = (lambda: spyre.rms_norm(x, [h], w, EPS), no_grad)
-    v["spyre (inference_mode)"] = (lambda: spyre.rms_norm(x, [h], w, EPS), inference)
-    v["spyre_out (grad mode)"] = (lambda: spyre.rms_norm.out(x, [h], w, EPS, out=y), grad)
-    v["spyre_out (inference_mode)"] = (lambda: spyre.rms_norm.out(x, [h], w, EPS, out=y), inference)
-    v["spyre_ops.rms_norm (grad mode)"] = (lambda: spyre_ops.rms_norm(x, h, w, EPS), grad)
-    v["spyre_ops.rms_norm out= (grad mode)"] = (lambda: spyre_ops.rms_norm(x, h, w, EPS, out=y), grad)
-    return v
+        vllm_ops = torch.ops._C
+        calls[("fresh", "vllm _C.rms_norm + empty_like")] = vllm_fresh_call(x, w, EPS)
+        calls[("out", "vllm _C.rms_norm")] = lambda: vllm_ops.rms_norm(y, x, w, EPS)
+        calls[("in place", "vllm _C.fused_add_rms_norm")] = lambda: vllm_ops.fused_add_rms_norm(xi, ri, w, EPS)
+    calls[("fresh", "torch.empty_like")] = lambda: torch.empty_like(x)
+    calls[("fresh", "torch.ops.spyre.rms_norm")] = lambda: spyre.rms_norm(x, [h], w, EPS)
+    calls[("fresh", "spyre_ops.rms_norm")] = lambda: spyre_ops.rms_norm(x, h, w, EPS)
+    calls[("out", "torch.ops.spyre.rms_norm.out")] = lambda: spyre.rms_norm.out(x, [h], w, EPS, out=y)
+    calls[("out", "spyre_ops.rms_norm(out=)")] = lambda: spyre_ops.rms_norm(x, h, w, EPS, out=y)
+    calls[("in place", "torch.ops.spyre.fused_add_rms_norm_")] = lambda: spyre.fused_add_rms_norm_(xi, ri, [h], w, EPS)
+    calls[("in place", "spyre_ops.fused_add_rms_norm_")] = lambda: spyre_ops.fused_add_rms_norm_(xi, ri, h, w, EPS)
+    return {(kind, name, mode): fn for (kind, name), fn in calls.items() for mode in MODES}
 
 
-def measure(vs: dict[str, tuple[Callable[[], object], Callable]], rounds: int, batch: int) -> dict[str, list[float]]:
+def measure(vs: dict[tuple[str, str, str], Callable[[], object]], rounds: int, batch: int) -> dict:
     """Per-call microseconds of every variant, one value per round."""
-    times: dict[str, list[float]] = {k: [] for k in vs}
-    for fn, ctx in vs.values():  # warm-up
-        with ctx():
+    times: dict[tuple[str, str, str], list[float]] = {k: [] for k in vs}
+    for (_, _, mode), fn in vs.items():  # warm-up
+        with MODES[mode]():
             for _ in range(batch):
                 fn()
     for _ in range(rounds):
-        for k, (fn, ctx) in vs.items():
-            with ctx():
+        for k, fn in vs.items():
+            with MODES[k[2]]():
                 t0 = time.perf_counter_ns()
                 for _ in range(batch):
                     fn()
@@ -97,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randn(1, args.hidden, generator=g).to(dtype)
         w = (1 + 0.1 * torch.randn(args.hidden, generator=g)).to(dtype)
         t = measure(variants(x, w, vllm), args.rounds, args.batch)
-        print(f"\n1x{args.hidden} {name}: us per call (median, lower decile; ratio to vLLM's of the same kind)")
-        ref = {"fresh": t.get("vllm (grad mode)"), "out": t.get("vllm_out (grad mode)")}
-        for k, v in t.items():
-            kind = "out" if "out" in k else "fresh"
-            r = ref[kind]
-            ratio = "" if r is None or k.startswith("vllm") or k == "empty_like" else (
-                f"   x{statistics.median(v) / statistics.median(r):.2f} / x{decile(v) / decile(r):.2f} of vllm"
-                + ("_out" if kind == "out" else ""))
-            print(f"  {k:38s} {statistics.median(v):6.2f} {decile(v):6.2f}{ratio}")
+        print(f"\n1x{args.hidden} {name}: us per call, median / lower decile (ratio of medians to vLLM's)")
+        for kind in ("fresh", "out", "in place"):
+            print(f"  {kind}:")
+            for (k, entry, mode), v in t.items():
+                if k != kind:
+                    continue
+                peer = next((p for (pk, pe, pm), p in t.items() if pk == k and pm == mode and pe.startswith("vllm")), None)
+                ratio = ""
+                if peer is not None and not entry.startswith(("vllm", "torch.empty_like")):
+                    ratio = f"   x{statistics.median(v) / statistics.median(peer):.2f}"
+                print(f"    {entry + ' (' + mode + ')':56s} {statistics.median(v):6.2f} / {decile(v):6.2f}{ratio}")
     return 0
 
 

@@ -1,0 +1,46 @@
+"""The benchmarks run and report every column (a smoke test: no timing is asserted).
+
+`make bench` and benchmarks/per_call.py are not part of `make test`; these
+runs on a tiny grid keep them working as the package changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(BENCH), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          env=env, cwd=BENCH, timeout=600)
+
+
+def test_per_call_reports_every_entry_point():
+    r = _run("per_call.py", "--hidden", "64", "--dtypes", "float32", "--rounds", "3", "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    for entry in ("torch.ops.spyre.rms_norm", "spyre_ops.rms_norm", "torch.ops.spyre.rms_norm.out",
+                  "spyre_ops.rms_norm(out=)", "torch.ops.spyre.fused_add_rms_norm_", "spyre_ops.fused_add_rms_norm_"):
+        for mode in ("grad mode", "no_grad", "inference_mode"):
+            assert f"{entry} ({mode})" in r.stdout, (entry, mode, r.stdout)
+
+
+def test_bench_writes_every_spyre_column(tmp_path):
+    out = tmp_path / "run.json"
+    table = tmp_path / "run.md"
+    r = _run("bench_rms_norm.py", "--tokens", "1,4", "--hidden", "64", "--dtypes", "fp32", "--samples", "2",
+             "--no-inductor", "--json", str(out), "--markdown", str(table))
+    assert r.returncode == 0, r.stderr
+    run = json.loads(out.read_text())
+    assert [(c["tokens"], c["hidden"], c["dtype"]) for c in run["results"]] == [(1, 64, "fp32"), (4, 64, "fp32")]
+    for case in run["results"]:
+        for column in ("copy", "spyre", "spyre_out", "spyre_fused", "spyre_fused_"):
+            assert case["gbps"][column] is not None and case["gbps"][column] > 0, (column, case)
+    assert "spyre_out" in table.read_text()
