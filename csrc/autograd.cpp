@@ -192,26 +192,29 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm_autograd(
   return {out[0], out[1]};
 }
 
-bool requires_grad(const c10::IValue& v) {
-  return v.isTensor() && v.toTensor().requires_grad();
-}
+using FusedInplaceSig = void(at::Tensor&, at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double);
 
-// Boxed: (x, residual, normalized_shape, weight, eps) on the stack.
+// Unboxed (a boxed kernel costs ~0.2 us a call: the arguments go through a stack).
 void fused_add_rms_norm_inplace_autograd(
-    const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
-  const auto args = torch::jit::last(*stack, 5);
+    c10::DispatchKeySet keys,
+    at::Tensor& x,
+    at::Tensor& residual,
+    c10::SymIntArrayRef ns,
+    const OptTensor& w,
+    double eps) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("spyre::fused_add_rms_norm_", "")
+                             .typed<FusedInplaceSig>();
   const char* op_name = "spyre::fused_add_rms_norm_";
-  check_tensor_arg(op_name, "x", args[0].isTensor() ? args[0].toTensor() : at::Tensor());
-  check_tensor_arg(op_name, "residual", args[1].isTensor() ? args[1].toTensor() : at::Tensor());
+  check_tensor_arg(op_name, "x", x);
+  check_tensor_arg(op_name, "residual", residual);
   TORCH_CHECK(
       !(c10::GradMode::is_enabled() &&
-        (requires_grad(args[0]) || requires_grad(args[1]) || requires_grad(args[3]))),
+        (x.requires_grad() || residual.requires_grad() || (w.has_value() && w->requires_grad()))),
       "spyre::fused_add_rms_norm_: the in-place op is not differentiable, and x, residual or "
       "weight requires grad; use spyre::fused_add_rms_norm (functional) or run under "
       "torch.no_grad()/torch.inference_mode()");
-  const at::Tensor x = args[0].toTensor();
-  const at::Tensor residual = args[1].toTensor();
-  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, ns, w, eps);
   x.unsafeGetTensorImpl()->bump_version();
   residual.unsafeGetTensorImpl()->bump_version();
 }
@@ -227,9 +230,7 @@ void register_autograd_kernels() {
       torch::Library::IMPL, "spyre", c10::DispatchKey::Autograd, __FILE__, __LINE__);
   lib->impl("rms_norm", TORCH_FN(rms_norm_autograd));
   lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm_autograd));
-  lib->impl(
-      "fused_add_rms_norm_",
-      torch::CppFunction::makeFromBoxedFunction<&fused_add_rms_norm_inplace_autograd>());
+  lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_inplace_autograd));
 }
 
 }  // namespace spyre_ops
