@@ -142,39 +142,38 @@ PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
-// Reads (x, residual, normalized_shape, weight, eps); false if not the plain case.
-bool read_fused_args(
-    PyObject* const* args,
-    Py_ssize_t nargs,
-    const at::Tensor*& x,
-    const at::Tensor*& residual,
-    Shape& shape,
-    std::optional<at::Tensor>& weight,
-    double& eps) {
-  if (nargs != 5 || at::impl::torch_function_mode_enabled()) {
-    return false;
-  }
-  x = plain_tensor(args[0]);
-  residual = plain_tensor(args[1]);
-  return x != nullptr && residual != nullptr && read_shape(args[2], shape) && read_weight(args[3], weight) &&
-      read_eps(args[4], eps);
-}
-
-// (x, residual, normalized_shape, weight, eps): spyre::fused_add_rms_norm.
-PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  HANDLE_TH_ERRORS
-  const at::Tensor *x = nullptr, *residual = nullptr;
+// The arguments of the fused ops: (x, residual, normalized_shape, weight, eps).
+struct FusedArgs {
+  const at::Tensor* x = nullptr;
+  const at::Tensor* residual = nullptr;
   Shape shape;
   std::optional<at::Tensor> weight;
   double eps = 0;
-  if (!read_fused_args(args, nargs, x, residual, shape, weight, eps)) {
+
+  // False if they are not of the plain kind.
+  bool read(PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 5 || at::impl::torch_function_mode_enabled()) {
+      return false;
+    }
+    x = plain_tensor(args[0]);
+    residual = plain_tensor(args[1]);
+    return x != nullptr && residual != nullptr && read_shape(args[2], shape) && read_weight(args[3], weight) &&
+        read_eps(args[4], eps);
+  }
+};
+
+// spyre::fused_add_rms_norm: (out, x + residual).
+PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  FusedArgs a;
+  if (!a.read(args, nargs)) {
     return not_implemented();
   }
   static const auto fused = op("spyre::fused_add_rms_norm", "").typed<FusedSig>();
   std::tuple<at::Tensor, at::Tensor> result;
   {
     pybind11::gil_scoped_release no_gil;
-    result = fused.call(*x, *residual, shape, weight, eps);
+    result = fused.call(*a.x, *a.residual, a.shape, a.weight, a.eps);
   }
   PyObject* y = THPVariable_Wrap(std::move(std::get<0>(result)));
   if (y == nullptr) {
@@ -197,21 +196,18 @@ PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   END_HANDLE_TH_ERRORS
 }
 
-// (x, residual, normalized_shape, weight, eps): spyre::fused_add_rms_norm_.
+// spyre::fused_add_rms_norm_: writes x and residual, returns None.
 PyObject* fused_add_rms_norm_(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  const at::Tensor *x = nullptr, *residual = nullptr;
-  Shape shape;
-  std::optional<at::Tensor> weight;
-  double eps = 0;
-  if (!read_fused_args(args, nargs, x, residual, shape, weight, eps)) {
+  FusedArgs a;
+  if (!a.read(args, nargs)) {
     return not_implemented();
   }
   static const auto fused = op("spyre::fused_add_rms_norm_", "").typed<FusedInplaceSig>();
-  at::Tensor x_ = *x, residual_ = *residual;
+  at::Tensor x = *a.x, residual = *a.residual;
   {
     pybind11::gil_scoped_release no_gil;
-    fused.call(x_, residual_, shape, weight, eps);
+    fused.call(x, residual, a.shape, a.weight, a.eps);
   }
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS

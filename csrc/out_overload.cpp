@@ -13,6 +13,14 @@ namespace {
 
 namespace fimpl = at::functionalization::impl;
 
+using RmsNormOutSig =
+    at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&);
+
+const c10::TypedOperatorHandle<RmsNormOutSig>& out_op() {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("spyre::rms_norm", "out").typed<RmsNormOutSig>();
+  return op;
+}
+
 at::Tensor& rms_norm_out_functionalize(
     const at::Tensor& x,
     c10::SymIntArrayRef normalized_shape,
@@ -23,10 +31,6 @@ at::Tensor& rms_norm_out_functionalize(
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("spyre::rms_norm", "")
           .typed<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double)>();
-  static const auto out_op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::rms_norm", "out")
-          .typed<at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&)>();
   const bool functional_args = fimpl::isFunctionalTensor(x) || fimpl::isFunctionalTensor(weight);
   if (!fimpl::isFunctionalTensor(out)) {
     // Writing into a tensor functionalization does not track: only allowed
@@ -36,7 +40,7 @@ at::Tensor& rms_norm_out_functionalize(
         "spyre::rms_norm.out: out is not a functional tensor but an input is; "
         "mutating a non-functional tensor with a functional one is not allowed");
     c10::impl::ExcludeDispatchKeyGuard guard(c10::DispatchKey::Functionalize);
-    return out_op.call(x, normalized_shape, weight, eps, out);
+    return out_op().call(x, normalized_shape, weight, eps, out);
   }
   fimpl::sync(x);
   fimpl::sync(weight);
@@ -61,16 +65,12 @@ at::Tensor& rms_norm_out_autograd(
     const std::optional<at::Tensor>& weight,
     double eps,
     at::Tensor& out) {
-  static const auto out_op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::rms_norm", "out")
-          .typed<at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&)>();
   TORCH_CHECK(
       !(c10::GradMode::is_enabled() &&
         (x.requires_grad() || (weight.has_value() && weight->requires_grad()) || out.requires_grad())),
       "spyre::rms_norm.out: out= is not differentiable, and x, weight or out requires grad; "
       "use spyre::rms_norm (functional) or run under torch.no_grad()/torch.inference_mode()");
-  out_op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
+  out_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
   out.unsafeGetTensorImpl()->bump_version();
   return out;
 }
