@@ -44,3 +44,7 @@ def test_bench_writes_every_spyre_column(tmp_path):
         for column in ("copy", "spyre", "spyre_out", "spyre_fused", "spyre_fused_"):
             assert case["gbps"][column] is not None and case["gbps"][column] > 0, (column, case)
     assert "spyre_out" in table.read_text()
+    same = _run("compare.py", str(out), str(out))
+    assert same.returncode == 0, same.stderr
+    assert "1x64 fp32" in same.stdout and "spyre_out vs vllm_out" in same.stdout
+    assert "2 cells, 0 speedups below 0.9" in same.stdout
