@@ -1,6 +1,7 @@
 #include "fresh_output.h"
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 
 #include <cstdint>
 
@@ -11,7 +12,9 @@
 namespace spyre_ops::cpu {
 
 at::Tensor fresh_output(const at::Tensor& x) {
-  at::Tensor y = at::empty(x.sizes(), x.options());
+  // The CPU allocation itself, without a second trip through the dispatcher
+  // (this runs inside the CPU kernel, below every dispatch key).
+  at::Tensor y = at::detail::empty_cpu(x.sizes(), x.scalar_type());
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const uintptr_t nbytes = static_cast<uintptr_t>(y.nbytes());
