@@ -12,7 +12,7 @@
 //
 // fused_add_rms_norm_ mutates its inputs and is not differentiable: its
 // autograd kernel refuses inputs that require grad (instead of silently
-// mutating them) and bumps the version counters of what it wrote.
+// mutating them); its ADInplaceOrView kernel bumps the version counters.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
@@ -23,6 +23,7 @@
 
 #include "autograd.h"
 #include "checks.h"
+#include "inplace_or_view.h"
 
 namespace spyre_ops {
 namespace {
@@ -214,9 +215,8 @@ void fused_add_rms_norm_inplace_autograd(
       "spyre::fused_add_rms_norm_: the in-place op is not differentiable, and x, residual or "
       "weight requires grad; use spyre::fused_add_rms_norm (functional) or run under "
       "torch.no_grad()/torch.inference_mode()");
-  op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, ns, w, eps);
-  x.unsafeGetTensorImpl()->bump_version();
-  residual.unsafeGetTensorImpl()->bump_version();
+  // On to ADInplaceOrView (inplace_or_view.cpp), which bumps the version counters.
+  op.redispatch(keys & c10::after_autograd_keyset, x, residual, ns, w, eps);
 }
 
 }  // namespace
@@ -231,6 +231,7 @@ void register_autograd_kernels() {
   lib->impl("rms_norm", TORCH_FN(rms_norm_autograd));
   lib->impl("fused_add_rms_norm", TORCH_FN(fused_add_rms_norm_autograd));
   lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_inplace_autograd));
+  register_inplace_or_view_kernels();
 }
 
 }  // namespace spyre_ops

@@ -70,9 +70,8 @@ at::Tensor& rms_norm_out_autograd(
         (x.requires_grad() || (weight.has_value() && weight->requires_grad()) || out.requires_grad())),
       "spyre::rms_norm.out: out= is not differentiable, and x, weight or out requires grad; "
       "use spyre::rms_norm (functional) or run under torch.no_grad()/torch.inference_mode()");
-  out_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
-  out.unsafeGetTensorImpl()->bump_version();
-  return out;
+  // On to ADInplaceOrView (inplace_or_view.cpp), which bumps out's version counter.
+  return out_op().redispatch(keys & c10::after_autograd_keyset, x, normalized_shape, weight, eps, out);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //   graphs holding it can be functionalized (AOTAutograd, torch.compile).
 // * Autograd: out= is not differentiable (as for PyTorch's own out= operators);
 //   in grad mode, inputs that require grad are refused rather than silently
-//   cut from the graph. The version counter of `out` is bumped.
+//   cut from the graph. The version counter of `out` is bumped by the
+//   ADInplaceOrView kernel (inplace_or_view.cpp), in inference mode too.
 #pragma once
 
 namespace spyre_ops {

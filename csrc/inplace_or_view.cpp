@@ -1,0 +1,75 @@
+// ADInplaceOrView kernels of the ops that write their arguments, rms_norm.out
+// (out) and fused_add_rms_norm_ (x and residual): they bump the version
+// counters of what the op writes, as PyTorch does for its own in-place and
+// out= ops. Here rather than in the Autograd kernels because under
+// torch.inference_mode() the Autograd kernels do not run but this key still
+// does for ordinary tensors: without it a tensor saved for backward outside
+// inference mode and overwritten inside it would give silently wrong gradients
+// instead of autograd's "modified by an inplace operation" error.
+#include "inplace_or_view.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <memory>
+#include <optional>
+
+namespace spyre_ops {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+at::Tensor& rms_norm_out_inplace_or_view(
+    c10::DispatchKeySet keys,
+    const at::Tensor& x,
+    c10::SymIntArrayRef normalized_shape,
+    const OptTensor& weight,
+    double eps,
+    at::Tensor& out) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("spyre::rms_norm", "out")
+          .typed<at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double, at::Tensor&)>();
+  {
+    // What the kernel writes internally (a copy into a strided out) is not counted again.
+    c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
+    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
+  }
+  out.unsafeGetTensorImpl()->bump_version();
+  return out;
+}
+
+void fused_add_rms_norm_inplace_or_view(
+    c10::DispatchKeySet keys,
+    at::Tensor& x,
+    at::Tensor& residual,
+    c10::SymIntArrayRef normalized_shape,
+    const OptTensor& weight,
+    double eps) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("spyre::fused_add_rms_norm_", "")
+          .typed<void(at::Tensor&, at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double)>();
+  {
+    c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
+    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, normalized_shape, weight, eps);
+  }
+  x.unsafeGetTensorImpl()->bump_version();
+  residual.unsafeGetTensorImpl()->bump_version();
+}
+
+}  // namespace
+
+void register_inplace_or_view_kernels() {
+  static std::unique_ptr<torch::Library> lib;
+  if (lib) {
+    return;
+  }
+  lib = std::make_unique<torch::Library>(
+      torch::Library::IMPL, "spyre", c10::DispatchKey::ADInplaceOrView, __FILE__, __LINE__);
+  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out_inplace_or_view));
+  lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_inplace_or_view));
+}
+
+}  // namespace spyre_ops
