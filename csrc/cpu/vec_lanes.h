@@ -118,16 +118,74 @@ struct ReducedLanes {
   static constexpr int64_t K = R::size();
 
   static void load(const T* p, int64_t n, V& a, V& b) {
-    const R r = n >= K ? R::loadu(p) : R::loadu(p, n);
-    std::tie(a, b) = at::vec::convert_to_float<T>(r);
+    if (n >= K) {
+      widen_whole(p, a, b);
+      return;
+    }
+    std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p, n));
   }
   static void store(T* p, int64_t n, const V& a, const V& b) {
+    if constexpr (std::is_same_v<T, c10::Half>) {
+      if (n >= K) {
+        narrow_whole_half(p, a, b);
+        return;
+      }
+    }
     const R r = at::vec::convert_from_float<T>(a, b);
     if (n >= K) {
       r.store(p);
     } else {
       r.store(p, n);
     }
+  }
+  // a, b = the whole chunk at p as floats, in order. Each half is widened
+  // straight from memory (one load-and-widen and, for bfloat16, one shift),
+  // where ATen loads the chunk, then splits it.
+  static void widen_whole(const T* p, V& a, V& b) {
+    const auto* q = reinterpret_cast<const char*>(p);
+    constexpr int kHalf = K / 2 * sizeof(T);
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)q)), 16));
+      b = _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(q + kHalf))), 16));
+    } else {
+      a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)q));
+      b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(q + kHalf)));
+    }
+#elif defined(CPU_CAPABILITY_AVX2)
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)q)), 16));
+      b = _mm256_castsi256_ps(
+          _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(q + kHalf))), 16));
+    } else {
+      a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)q));
+      b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(q + kHalf)));
+    }
+#else
+    (void)q;
+    (void)kHalf;
+    std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p));
+#endif
+  }
+  // Stores a, b rounded to float16 (nearest-even, as ATen's conversion), each
+  // half straight from its register.
+  static void narrow_whole_half(T* p, const V& a, const V& b) {
+    auto* q = reinterpret_cast<char*>(p);
+    constexpr int kHalf = K / 2 * sizeof(T);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm256_storeu_si256((__m256i*)q, _mm512_cvtps_ph(a, kNearest));
+    _mm256_storeu_si256((__m256i*)(q + kHalf), _mm512_cvtps_ph(b, kNearest));
+#elif defined(CPU_CAPABILITY_AVX2)
+    _mm_storeu_si128((__m128i*)q, _mm256_cvtps_ph(a, kNearest));
+    _mm_storeu_si128((__m128i*)(q + kHalf), _mm256_cvtps_ph(b, kNearest));
+#else
+    (void)q;
+    (void)kHalf;
+    (void)kNearest;
+    at::vec::convert_from_float<T>(a, b).store(p);
+#endif
   }
   // Stores a, b rounded to T, and replaces them with the rounded values
   // (without reading the memory just written).
