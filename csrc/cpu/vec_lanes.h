@@ -264,6 +264,42 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
 };
 #endif
 
+#if defined(CPU_CAPABILITY_AVX2) && !defined(CPU_CAPABILITY_AVX512)
+// bfloat16 rows on AVX2, which has no instruction to round to bfloat16: whole
+// chunks are scaled in their even and odd 16-bit lanes (as bf16_square_add reads
+// them), so the rounded halves land in place with one blend, where rounding in
+// order (ATen) takes a pack and a permute plus a NaN test per vector. Used with
+// a bfloat16 weight or none, so a NaN product can only be a NaN weight's own
+// bits (low half zero) or the default NaN: rounding keeps it a NaN without a test.
+constexpr bool kBf16EvenOdd = true;
+
+// y[0, 16) = round(x * inv * w) for one whole chunk; w may be null (no weight).
+inline void bf16_scale_chunk(
+    const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, const Vectorized<float>& inv) {
+  const __m256i high = _mm256_set1_epi32(int(0xffff0000u));
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  __m256 even = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), inv);
+  __m256 odd = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), inv);
+  if (w != nullptr) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    even = _mm256_mul_ps(even, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
+    odd = _mm256_mul_ps(odd, _mm256_castsi256_ps(_mm256_and_si256(u, high)));
+  }
+  // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half.
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i bias = _mm256_set1_epi32(0x7fff);
+  const __m256i e = _mm256_castps_si256(even);
+  const __m256i o = _mm256_castps_si256(odd);
+  const __m256i re = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(e, bias), _mm256_and_si256(_mm256_srli_epi32(e, 16), one)), 16);
+  const __m256i ro = _mm256_add_epi32(_mm256_add_epi32(o, bias), _mm256_and_si256(_mm256_srli_epi32(o, 16), one));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), _mm256_blend_epi16(re, ro, 0xaa));
+}
+#else
+constexpr bool kBf16EvenOdd = false;
+inline void bf16_scale_chunk(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*, const Vectorized<float>&) {}
+#endif
+
 // Makes the streaming stores of this thread visible before it moves on.
 inline void stream_fence() {
 #if defined(CPU_CAPABILITY_AVX512)
