@@ -161,48 +161,44 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
       L::store(yr + j, n, a, b);
     }
   };
-  // From the row's end back to its start: pass 1 has just read the row from
-  // start to end, so its last chunks are the likeliest to be still in L1.
-  const int64_t whole = cols - cols % L::K;
+  int64_t j = 0;
   if (w != nullptr) {
-    if (whole < cols) {
-      L::load(src + whole, cols - whole, a, b);
-      LW::load(w + whole, cols - whole, c, d);
-      a = a * inv * c;
-      b = b * inv * d;
-      store(whole, cols - whole);
-    }
     if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16> && std::is_same_v<W, c10::BFloat16>) {
-      for (int64_t j = whole - L::K; j >= 0; j -= L::K) {
+      for (; j + L::K <= cols; j += L::K) {
         bf16_scale_chunk(src + j, w + j, yr + j, inv);
       }
-      return;
     }
-    for (int64_t j = whole - L::K; j >= 0; j -= L::K) {
+    for (; j + L::K <= cols; j += L::K) {
       L::load(src + j, L::K, a, b);
       LW::load(w + j, L::K, c, d);
       a = a * inv * c;
       b = b * inv * d;
       store(j, L::K);
     }
-  } else {
-    if (whole < cols) {
-      L::load(src + whole, cols - whole, a, b);
-      a = a * inv;
-      b = b * inv;
-      store(whole, cols - whole);
+    if (j < cols) {
+      L::load(src + j, cols - j, a, b);
+      LW::load(w + j, cols - j, c, d);
+      a = a * inv * c;
+      b = b * inv * d;
+      store(j, cols - j);
     }
+  } else {
     if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16>) {
-      for (int64_t j = whole - L::K; j >= 0; j -= L::K) {
+      for (; j + L::K <= cols; j += L::K) {
         bf16_scale_chunk(src + j, nullptr, yr + j, inv);
       }
-      return;
     }
-    for (int64_t j = whole - L::K; j >= 0; j -= L::K) {
+    for (; j + L::K <= cols; j += L::K) {
       L::load(src + j, L::K, a, b);
       a = a * inv;
       b = b * inv;
       store(j, L::K);
+    }
+    if (j < cols) {
+      L::load(src + j, cols - j, a, b);
+      a = a * inv;
+      b = b * inv;
+      store(j, cols - j);
     }
   }
 }
