@@ -8,7 +8,9 @@ Usage::
 
 For fp32/bf16/fp16 rows of 2048-8192 at 32-256 tokens (decode: a row in L1/L2,
 the tensor in L2/L3), each round times one batch (at least 2 ms) of every column,
-of every build, in turn; a time is the median over the rounds. Columns:
+of every build, in turn; a time is the median over the rounds (``--stat min``:
+the fastest round), and a cell whose rounds disagree (interquartile range over
+median > 0.25) is marked ``~``. Columns:
 ``copy`` (``y.copy_(x)``, the roof), ``vllm_out`` (vLLM's ``_C.rms_norm`` into
 ``y``), ``spyre`` (the functional op), ``spyre_out`` (``out=y``). Printed: elements
 per ns and the fraction of ``copy``; then the marginal rate per column,
@@ -127,7 +129,8 @@ def main() -> int:
     p.add_argument("--hidden", type=ints, default=HIDDEN)
     p.add_argument("--dtypes", type=lambda s: tuple(s.split(",")), default=DTYPES)
     p.add_argument("--rounds", type=int, default=15, help="timed rounds per case (default 15)")
-    p.add_argument("--json", metavar="FILE", help="also write the medians (seconds per call) as JSON")
+    p.add_argument("--stat", choices=("median", "min"), default="median", help="statistic over the rounds")
+    p.add_argument("--json", metavar="FILE", help="also write the times (seconds per call) as JSON")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -137,7 +140,7 @@ def main() -> int:
     builds = args.builds or [None]
     names = [os.path.basename(os.path.normpath(b)) if b else "this build" for b in builds]
     workers = [Worker(b) for b in builds]
-    print("# one thread; elements/ns (fraction of copy_), median of", args.rounds, "rounds;",
+    print(f"# one thread; elements/ns (fraction of copy_), {args.stat} of {args.rounds} rounds;",
           "builds:", ", ".join(f"[{i}] {n}" for i, n in enumerate(names)))
     head = ["case", "copy", "vllm_out"] + [f"{c}[{i}]" for i in range(len(builds)) for c in ("spyre", "spyre_out")]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
@@ -153,9 +156,11 @@ def main() -> int:
                         for i, wk in enumerate(workers):
                             for k, t in wk.ask({"round": 1}).items():
                                 rounds[i].setdefault(k, []).append(t)
-                    med = [{k: statistics.median(v) for k, v in r.items()} for r in rounds]
+                    stat = statistics.median if args.stat == "median" else min
+                    med = [{k: stat(v) for k, v in r.items()} for r in rounds]
+                    noisy = [{k for k, v in r.items() if spread(v) > 0.25} for r in rounds]
                     medians[f"{n}x{h} {dtype}"] = med
-                    print_row(f"{n}x{h} {dtype}", n * h, med)
+                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy)
     finally:
         for wk in workers:
             wk.close()
@@ -166,15 +171,25 @@ def main() -> int:
     return 0
 
 
+def spread(v: list[float]) -> float:
+    """Interquartile range over median."""
+    q = statistics.quantiles(v, n=4)
+    return (q[2] - q[0]) / statistics.median(v)
+
+
 def rate(elements: int, seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{elements / seconds / 1e9:.2f}"
 
 
-def print_row(case: str, elements: int, med: list[dict[str, float]]) -> None:
-    cells = [case, rate(elements, med[0]["copy"]), rate(elements, med[0].get("vllm_out"))]
-    for m in med:
+def print_row(case: str, elements: int, med: list[dict[str, float]], noisy: list[set[str]]) -> None:
+    def mark(i: int, c: str) -> str:
+        return "~" if c in noisy[i] else ""
+
+    cells = [case, rate(elements, med[0]["copy"]) + mark(0, "copy"),
+             rate(elements, med[0].get("vllm_out")) + mark(0, "vllm_out")]
+    for i, m in enumerate(med):
         for c in ("spyre", "spyre_out"):
-            cells.append(f"{rate(elements, m[c])} ({m['copy'] / m[c]:.2f})")
+            cells.append(f"{rate(elements, m[c])}{mark(i, c)} ({m['copy'] / m[c]:.2f})")
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
