@@ -142,8 +142,10 @@ struct ReducedLanes {
   // straight from memory (one load-and-widen and, for bfloat16, one shift),
   // where ATen loads the chunk, then splits it.
   static void widen_whole(const T* p, V& a, V& b) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     const auto* q = reinterpret_cast<const char*>(p);
     constexpr int kHalf = K / 2 * sizeof(T);
+#endif
 #if defined(CPU_CAPABILITY_AVX512)
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)q)), 16));
@@ -163,17 +165,17 @@ struct ReducedLanes {
       b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(q + kHalf)));
     }
 #else
-    (void)q;
-    (void)kHalf;
     std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p));
 #endif
   }
   // Stores a, b rounded to float16 (nearest-even, as ATen's conversion), each
   // half straight from its register.
   static void narrow_whole_half(T* p, const V& a, const V& b) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     auto* q = reinterpret_cast<char*>(p);
     constexpr int kHalf = K / 2 * sizeof(T);
     constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#endif
 #if defined(CPU_CAPABILITY_AVX512)
     _mm256_storeu_si256((__m256i*)q, _mm512_cvtps_ph(a, kNearest));
     _mm256_storeu_si256((__m256i*)(q + kHalf), _mm512_cvtps_ph(b, kNearest));
@@ -181,9 +183,6 @@ struct ReducedLanes {
     _mm_storeu_si128((__m128i*)q, _mm256_cvtps_ph(a, kNearest));
     _mm_storeu_si128((__m128i*)(q + kHalf), _mm256_cvtps_ph(b, kNearest));
 #else
-    (void)q;
-    (void)kHalf;
-    (void)kNearest;
     at::vec::convert_from_float<T>(a, b).store(p);
 #endif
   }
