@@ -1,16 +1,21 @@
 """The benchmarks run and report every column (a smoke test: no timing is asserted).
 
-`make bench` and benchmarks/per_call.py are not part of `make test`; these
-runs on a tiny grid keep them working as the package changes.
+`make bench`, benchmarks/per_call.py, benchmarks/row_throughput.py and
+tools/loop_instructions.py are not part of `make test`; these runs on a tiny grid
+keep them working as the package changes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -48,3 +53,31 @@ def test_bench_writes_every_spyre_column(tmp_path):
     assert same.returncode == 0, same.stderr
     assert "1x64 fp32" in same.stdout and "spyre_out vs vllm_out" in same.stdout
     assert "2 cells, 0 speedups below 0.9" in same.stdout
+
+
+def test_row_throughput_times_every_column_of_two_builds(tmp_path):
+    out = tmp_path / "rows.json"
+    r = _run("row_throughput.py", "--builds", str(ROOT), str(ROOT), "--tokens", "2,4", "--hidden", "64",
+             "--dtypes", "fp32,bf16", "--rounds", "3", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    run = json.loads(out.read_text())
+    assert sorted(run["seconds_per_call"]) == ["2x64 bf16", "2x64 fp32", "4x64 bf16", "4x64 fp32"]
+    for case, builds in run["seconds_per_call"].items():
+        assert len(builds) == 2, case
+        for times in builds:
+            for column in ("copy", "spyre", "spyre_out"):
+                assert times[column] > 0, (case, column)
+    assert "marginal elements/ns, 2 -> 4 tokens" in r.stdout and "| 64 bf16 |" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None or shutil.which("nm") is None, reason="needs binutils")
+def test_loop_instructions_counts_the_row_loops_of_the_built_module():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "loop_instructions.py")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    found = re.findall(r"spyre_ops::cpu::(.+?): \d+ instructions, \d+ elements per iteration: ([\d.]+)/element",
+                       r.stdout)
+    per_element = dict(found)
+    for name in ("sum_squares<float, float>", "scale_row<false, float, float, float>",
+                 "sum_squares<c10::BFloat16, float>", "scale_row<false, c10::BFloat16, float, float>"):
+        assert 0 < float(per_element[name]) < 5, (name, r.stdout)

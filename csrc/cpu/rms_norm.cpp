@@ -35,12 +35,13 @@ void launch(
       rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps);
     };
     // A 16-bit weight is widened once per call, unless there are too few rows
-    // for that to pay for its own allocation and conversion.
+    // for that to pay for its own allocation and conversion, or the row loop
+    // reads it as it is (bfloat16 on AVX2: kBf16EvenOdd).
     constexpr int64_t kWidenWeightRows = 8;
+    constexpr bool kReadsOwnDtype = std::is_same_v<T, Acc> || (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16>);
     if (!weight.has_value()) {
       run(static_cast<const Acc*>(nullptr));
-    } else if (weight->scalar_type() == x.scalar_type() &&
-               (std::is_same_v<T, Acc> || shape.rows < kWidenWeightRows)) {
+    } else if (weight->scalar_type() == x.scalar_type() && (kReadsOwnDtype || shape.rows < kWidenWeightRows)) {
       const at::Tensor w = weight->contiguous();
       run(w.const_data_ptr<T>());
     } else {

@@ -163,6 +163,11 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
   };
   int64_t j = 0;
   if (w != nullptr) {
+    if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16> && std::is_same_v<W, c10::BFloat16>) {
+      for (; j + L::K <= cols; j += L::K) {
+        bf16_scale_chunk(src + j, w + j, yr + j, inv);
+      }
+    }
     for (; j + L::K <= cols; j += L::K) {
       L::load(src + j, L::K, a, b);
       LW::load(w + j, L::K, c, d);
@@ -178,6 +183,11 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
       store(j, cols - j);
     }
   } else {
+    if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16>) {
+      for (; j + L::K <= cols; j += L::K) {
+        bf16_scale_chunk(src + j, nullptr, yr + j, inv);
+      }
+    }
     for (; j + L::K <= cols; j += L::K) {
       L::load(src + j, L::K, a, b);
       a = a * inv;

@@ -118,16 +118,73 @@ struct ReducedLanes {
   static constexpr int64_t K = R::size();
 
   static void load(const T* p, int64_t n, V& a, V& b) {
-    const R r = n >= K ? R::loadu(p) : R::loadu(p, n);
-    std::tie(a, b) = at::vec::convert_to_float<T>(r);
+    if (n >= K) {
+      widen_whole(p, a, b);
+      return;
+    }
+    std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p, n));
   }
   static void store(T* p, int64_t n, const V& a, const V& b) {
+    if constexpr (std::is_same_v<T, c10::Half>) {
+      if (n >= K) {
+        narrow_whole_half(p, a, b);
+        return;
+      }
+    }
     const R r = at::vec::convert_from_float<T>(a, b);
     if (n >= K) {
       r.store(p);
     } else {
       r.store(p, n);
     }
+  }
+  // a, b = the whole chunk at p as floats, in order. Each half is widened
+  // straight from memory (one load-and-widen and, for bfloat16, one shift),
+  // where ATen loads the chunk, then splits it.
+  static void widen_whole(const T* p, V& a, V& b) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    const auto* q = reinterpret_cast<const char*>(p);
+    constexpr int kHalf = K / 2 * sizeof(T);
+#endif
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      a = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)q)), 16));
+      b = _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(q + kHalf))), 16));
+    } else {
+      a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)q));
+      b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(q + kHalf)));
+    }
+#elif defined(CPU_CAPABILITY_AVX2)
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)q)), 16));
+      b = _mm256_castsi256_ps(
+          _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(q + kHalf))), 16));
+    } else {
+      a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)q));
+      b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(q + kHalf)));
+    }
+#else
+    std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p));
+#endif
+  }
+  // Stores a, b rounded to float16 (nearest-even, as ATen's conversion), each
+  // half straight from its register.
+  static void narrow_whole_half(T* p, const V& a, const V& b) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    auto* q = reinterpret_cast<char*>(p);
+    constexpr int kHalf = K / 2 * sizeof(T);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#endif
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm256_storeu_si256((__m256i*)q, _mm512_cvtps_ph(a, kNearest));
+    _mm256_storeu_si256((__m256i*)(q + kHalf), _mm512_cvtps_ph(b, kNearest));
+#elif defined(CPU_CAPABILITY_AVX2)
+    _mm_storeu_si128((__m128i*)q, _mm256_cvtps_ph(a, kNearest));
+    _mm_storeu_si128((__m128i*)(q + kHalf), _mm256_cvtps_ph(b, kNearest));
+#else
+    at::vec::convert_from_float<T>(a, b).store(p);
+#endif
   }
   // Stores a, b rounded to T, and replaces them with the rounded values
   // (without reading the memory just written).
@@ -204,6 +261,42 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
     _mm512_stream_si512(reinterpret_cast<__m512i*>(p), round_fast(a, b));
   }
 };
+#endif
+
+#if defined(CPU_CAPABILITY_AVX2) && !defined(CPU_CAPABILITY_AVX512)
+// bfloat16 rows on AVX2, which has no instruction to round to bfloat16: whole
+// chunks are scaled in their even and odd 16-bit lanes (as bf16_square_add reads
+// them), so the rounded halves land in place with one blend, where rounding in
+// order (ATen) takes a pack and a permute plus a NaN test per vector. Used with
+// a bfloat16 weight or none, so a NaN product can only be a NaN weight's own
+// bits (low half zero) or the default NaN: rounding keeps it a NaN without a test.
+constexpr bool kBf16EvenOdd = true;
+
+// y[0, 16) = round(x * inv * w) for one whole chunk; w may be null (no weight).
+inline void bf16_scale_chunk(
+    const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, const Vectorized<float>& inv) {
+  const __m256i high = _mm256_set1_epi32(int(0xffff0000u));
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  __m256 even = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), inv);
+  __m256 odd = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), inv);
+  if (w != nullptr) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    even = _mm256_mul_ps(even, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
+    odd = _mm256_mul_ps(odd, _mm256_castsi256_ps(_mm256_and_si256(u, high)));
+  }
+  // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half.
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i bias = _mm256_set1_epi32(0x7fff);
+  const __m256i e = _mm256_castps_si256(even);
+  const __m256i o = _mm256_castps_si256(odd);
+  const __m256i re = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(e, bias), _mm256_and_si256(_mm256_srli_epi32(e, 16), one)), 16);
+  const __m256i ro = _mm256_add_epi32(_mm256_add_epi32(o, bias), _mm256_and_si256(_mm256_srli_epi32(o, 16), one));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), _mm256_blend_epi16(re, ro, 0xaa));
+}
+#else
+constexpr bool kBf16EvenOdd = false;
+inline void bf16_scale_chunk(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*, const Vectorized<float>&) {}
 #endif
 
 // Makes the streaming stores of this thread visible before it moves on.

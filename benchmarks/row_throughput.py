@@ -1,0 +1,219 @@
+"""Row-loop throughput on cache-resident rows: elements per ns on one thread.
+
+Usage::
+
+    python benchmarks/row_throughput.py                       # this build
+    python benchmarks/row_throughput.py --builds OLD NEW      # several builds, same run
+    python benchmarks/row_throughput.py --dtypes bf16 --hidden 4096 --tokens 32,256
+
+For fp32/bf16/fp16 rows of 2048-8192 at 32-256 tokens (decode: a row in L1/L2,
+the tensor in L2/L3), each round times one batch (at least 2 ms) of every column,
+of every build, in turn; a time is the median over the rounds (``--stat min``:
+the fastest round), and a cell whose rounds disagree (interquartile range over
+median > 0.25) is marked ``~``. Columns:
+``copy`` (``y.copy_(x)``, the roof), ``vllm_out`` (vLLM's ``_C.rms_norm`` into
+``y``), ``spyre`` (the functional op), ``spyre_out`` (``out=y``). Printed: elements
+per ns and the fraction of ``copy``; then the marginal rate per column,
+(elements at the most tokens - at the fewest) / (difference of their times),
+which leaves out the fixed cost of a call. Always one thread, under
+``torch.inference_mode()``.
+
+With ``--builds DIR ...`` every build of spyre_ops (a directory holding a built
+``spyre_ops`` package) runs in a worker process of its own, with DIR first on
+PYTHONPATH, and this process hands out the rounds, so all builds share the
+machine's busy and quiet spells. ``copy`` and ``vllm_out`` are timed in every
+worker; the table shows them from the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+TOKENS = (32, 64, 128, 256)
+HIDDEN = (2048, 4096, 8192)
+DTYPES = ("fp32", "bf16", "fp16")
+COLUMNS = ("copy", "vllm_out", "spyre", "spyre_out")
+MIN_BATCH_S = 0.002
+
+
+def worker() -> None:
+    """Serves one build: reads {"case": [tokens, hidden, dtype]} or {"round": 1}
+    lines, answers with the columns' batch sizes or seconds per call."""
+    import torch
+
+    from peers import EPS, Case, load_vllm_ops
+
+    # Replies go to the original stdout; anything else printed goes to stderr.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    torch.set_num_threads(1)
+    vllm = load_vllm_ops() is not None
+    calls: dict = {}
+    batches: dict = {}
+    with torch.inference_mode():
+        for line in sys.stdin:
+            msg = json.loads(line)
+            if "case" in msg:
+                n, h, name = msg["case"]
+                dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+                c = Case(n, h, dtype)
+                x, w, y = c.x, c.weight, torch.empty_like(c.x)
+                calls = {"copy": lambda: y.copy_(x),
+                         "spyre": lambda: torch.ops.spyre.rms_norm(x, [h], w, EPS),
+                         "spyre_out": lambda: torch.ops.spyre.rms_norm.out(x, [h], w, EPS, out=y)}
+                if vllm:
+                    calls["vllm_out"] = lambda: torch.ops._C.rms_norm(y, x, w, EPS)
+                batches = {k: batch_size(f) for k, f in calls.items()}
+                reply: object = batches
+            else:
+                reply = {}
+                for k, f in calls.items():
+                    t0 = time.perf_counter()
+                    for _ in range(batches[k]):
+                        f()
+                    reply[k] = (time.perf_counter() - t0) / batches[k]
+            print(json.dumps(reply), file=replies, flush=True)
+
+
+def batch_size(fn) -> int:
+    """Calls per batch so that one batch lasts at least MIN_BATCH_S (after warm-up)."""
+    for _ in range(5):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        fn()
+    return max(1, int(MIN_BATCH_S / max((time.perf_counter() - t0) / 10, 1e-8)))
+
+
+class Worker:
+    """One build of spyre_ops in a process of its own."""
+
+    def __init__(self, build: str | None) -> None:
+        env = dict(os.environ)
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = [here] + ([os.path.abspath(build)] if build else []) + [env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+        env["OMP_NUM_THREADS"] = "1"
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, msg: dict) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("a worker exited; see its error above")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--builds", nargs="+", help="directories holding a built spyre_ops (default: the importable one)")
+    p.add_argument("--tokens", type=ints, default=TOKENS)
+    p.add_argument("--hidden", type=ints, default=HIDDEN)
+    p.add_argument("--dtypes", type=lambda s: tuple(s.split(",")), default=DTYPES)
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds per case (default 15)")
+    p.add_argument("--stat", choices=("median", "min"), default="median", help="statistic over the rounds")
+    p.add_argument("--json", metavar="FILE", help="also write the times (seconds per call) as JSON")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker()
+        return 0
+
+    builds = args.builds or [None]
+    names = [os.path.basename(os.path.normpath(b)) if b else "this build" for b in builds]
+    workers = [Worker(b) for b in builds]
+    print(f"# one thread; elements/ns (fraction of copy_), {args.stat} of {args.rounds} rounds;",
+          "builds:", ", ".join(f"[{i}] {n}" for i, n in enumerate(names)))
+    head = ["case", "copy", "vllm_out"] + [f"{c}[{i}]" for i in range(len(builds)) for c in ("spyre", "spyre_out")]
+    print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
+    medians: dict[str, list[dict[str, float]]] = {}
+    try:
+        for dtype in args.dtypes:
+            for h in args.hidden:
+                for n in args.tokens:
+                    for wk in workers:
+                        wk.ask({"case": [n, h, dtype]})
+                    rounds: list[dict[str, list[float]]] = [{} for _ in workers]
+                    for _ in range(args.rounds):
+                        for i, wk in enumerate(workers):
+                            for k, t in wk.ask({"round": 1}).items():
+                                rounds[i].setdefault(k, []).append(t)
+                    stat = statistics.median if args.stat == "median" else min
+                    med = [{k: stat(v) for k, v in r.items()} for r in rounds]
+                    noisy = [{k for k, v in r.items() if spread(v) > 0.25} for r in rounds]
+                    medians[f"{n}x{h} {dtype}"] = med
+                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy)
+    finally:
+        for wk in workers:
+            wk.close()
+    print_marginal(medians, args, len(builds))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"builds": names, "seconds_per_call": medians}, f, indent=1)
+    return 0
+
+
+def spread(v: list[float]) -> float:
+    """Interquartile range over median."""
+    q = statistics.quantiles(v, n=4)
+    return (q[2] - q[0]) / statistics.median(v)
+
+
+def rate(elements: int, seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{elements / seconds / 1e9:.2f}"
+
+
+def print_row(case: str, elements: int, med: list[dict[str, float]], noisy: list[set[str]]) -> None:
+    def mark(i: int, c: str) -> str:
+        return "~" if c in noisy[i] else ""
+
+    cells = [case, rate(elements, med[0]["copy"]) + mark(0, "copy"),
+             rate(elements, med[0].get("vllm_out")) + mark(0, "vllm_out")]
+    for i, m in enumerate(med):
+        for c in ("spyre", "spyre_out"):
+            cells.append(f"{rate(elements, m[c])}{mark(i, c)} ({m['copy'] / m[c]:.2f})")
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int) -> None:
+    lo, hi = min(args.tokens), max(args.tokens)
+    if lo == hi:
+        return
+    print(f"\n# marginal elements/ns, {lo} -> {hi} tokens (fixed cost per call left out)")
+    head = ["rows", "copy", "vllm_out"] + [f"{c}[{i}]" for i in range(nbuilds) for c in ("spyre", "spyre_out")]
+    print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
+    for dtype in args.dtypes:
+        for h in args.hidden:
+            a, b = medians[f"{lo}x{h} {dtype}"], medians[f"{hi}x{h} {dtype}"]
+            extra = (hi - lo) * h
+
+            def marginal(i: int, c: str) -> str:
+                if c not in a[i]:
+                    return "n/a"
+                return rate(extra, b[i][c] - a[i][c])
+
+            cells = [f"{h} {dtype}", marginal(0, "copy"), marginal(0, "vllm_out")]
+            cells += [marginal(i, c) for i in range(nbuilds) for c in ("spyre", "spyre_out")]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
