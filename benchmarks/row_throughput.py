@@ -12,7 +12,10 @@ of every build, in turn; a time is the median over the rounds (``--stat min``:
 the fastest round), and a cell whose rounds disagree (interquartile range over
 median > 0.25) is marked ``~``. Columns:
 ``copy`` (``y.copy_(x)``, the roof), ``vllm_out`` (vLLM's ``_C.rms_norm`` into
-``y``), ``spyre`` (the functional op), ``spyre_out`` (``out=y``). Printed: elements
+``y``), ``spyre`` (the functional op), ``spyre_out`` (``out=y``); with ``--fused``
+the residual-add ops instead: ``vllm_fused_`` (vLLM's in-place
+``_C.fused_add_rms_norm``), ``spyre_fused`` and ``spyre_fused_`` (in place), which
+move twice the bytes (fraction of ``copy`` counted in bytes). Printed: elements
 per ns and the fraction of ``copy``; then the marginal rate per column,
 (elements at the most tokens - at the fewest) / (difference of their times),
 which leaves out the fixed cost of a call. Always one thread, under
@@ -38,7 +41,11 @@ import time
 TOKENS = (32, 64, 128, 256)
 HIDDEN = (2048, 4096, 8192)
 DTYPES = ("fp32", "bf16", "fp16")
-COLUMNS = ("copy", "vllm_out", "spyre", "spyre_out")
+#: (vLLM's column, spyre_ops' columns, bytes moved per element in units of copy's)
+MODES = {
+    "rms_norm": ("vllm_out", ("spyre", "spyre_out"), 1),
+    "fused": ("vllm_fused_", ("spyre_fused", "spyre_fused_"), 2),
+}
 MIN_BATCH_S = 0.002
 
 
@@ -63,12 +70,19 @@ def worker() -> None:
                 n, h, name = msg["case"]
                 dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
                 c = Case(n, h, dtype)
-                x, w, y = c.x, c.weight, torch.empty_like(c.x)
+                x, r, w, y = c.x, c.residual, c.weight, torch.empty_like(c.x)
+                # The in-place ops keep normalizing x and adding it into the
+                # residual: values drift but stay ordinary rows.
+                xi, ri = x.clone(), r.clone()
                 calls = {"copy": lambda: y.copy_(x),
                          "spyre": lambda: torch.ops.spyre.rms_norm(x, [h], w, EPS),
-                         "spyre_out": lambda: torch.ops.spyre.rms_norm.out(x, [h], w, EPS, out=y)}
+                         "spyre_out": lambda: torch.ops.spyre.rms_norm.out(x, [h], w, EPS, out=y),
+                         "spyre_fused": lambda: torch.ops.spyre.fused_add_rms_norm(x, r, [h], w, EPS),
+                         "spyre_fused_": lambda: torch.ops.spyre.fused_add_rms_norm_(xi, ri, [h], w, EPS)}
                 if vllm:
                     calls["vllm_out"] = lambda: torch.ops._C.rms_norm(y, x, w, EPS)
+                    calls["vllm_fused_"] = lambda: torch.ops._C.fused_add_rms_norm(xi, ri, w, EPS)
+                calls = {k: f for k, f in calls.items() if k in msg["columns"]}
                 batches = {k: batch_size(f) for k, f in calls.items()}
                 reply: object = batches
             else:
@@ -131,6 +145,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=15, help="timed rounds per case (default 15)")
     p.add_argument("--stat", choices=("median", "min"), default="median", help="statistic over the rounds")
     p.add_argument("--json", metavar="FILE", help="also write the times (seconds per call) as JSON")
+    p.add_argument("--fused", action="store_true", help="the residual-add ops instead of rms_norm")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -142,7 +157,9 @@ def main() -> int:
     workers = [Worker(b) for b in builds]
     print(f"# one thread; elements/ns (fraction of copy_), {args.stat} of {args.rounds} rounds;",
           "builds:", ", ".join(f"[{i}] {n}" for i, n in enumerate(names)))
-    head = ["case", "copy", "vllm_out"] + [f"{c}[{i}]" for i in range(len(builds)) for c in ("spyre", "spyre_out")]
+    vllm_col, spyre_cols, nbytes = MODES["fused" if args.fused else "rms_norm"]
+    columns = ["copy", vllm_col, *spyre_cols]
+    head = ["case", "copy", vllm_col] + [f"{c}[{i}]" for i in range(len(builds)) for c in spyre_cols]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
     medians: dict[str, list[dict[str, float]]] = {}
     try:
@@ -150,7 +167,7 @@ def main() -> int:
             for h in args.hidden:
                 for n in args.tokens:
                     for wk in workers:
-                        wk.ask({"case": [n, h, dtype]})
+                        wk.ask({"case": [n, h, dtype], "columns": columns})
                     rounds: list[dict[str, list[float]]] = [{} for _ in workers]
                     for _ in range(args.rounds):
                         for i, wk in enumerate(workers):
@@ -160,11 +177,11 @@ def main() -> int:
                     med = [{k: stat(v) for k, v in r.items()} for r in rounds]
                     noisy = [{k for k, v in r.items() if spread(v) > 0.25} for r in rounds]
                     medians[f"{n}x{h} {dtype}"] = med
-                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy)
+                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy, vllm_col, spyre_cols, nbytes)
     finally:
         for wk in workers:
             wk.close()
-    print_marginal(medians, args, len(builds))
+    print_marginal(medians, args, len(builds), vllm_col, spyre_cols)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"builds": names, "seconds_per_call": medians}, f, indent=1)
@@ -181,24 +198,26 @@ def rate(elements: int, seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{elements / seconds / 1e9:.2f}"
 
 
-def print_row(case: str, elements: int, med: list[dict[str, float]], noisy: list[set[str]]) -> None:
+def print_row(case: str, elements: int, med: list[dict[str, float]], noisy: list[set[str]],
+              vllm_col: str, spyre_cols: tuple[str, ...], nbytes: int) -> None:
     def mark(i: int, c: str) -> str:
         return "~" if c in noisy[i] else ""
 
     cells = [case, rate(elements, med[0]["copy"]) + mark(0, "copy"),
-             rate(elements, med[0].get("vllm_out")) + mark(0, "vllm_out")]
+             rate(elements, med[0].get(vllm_col)) + mark(0, vllm_col)]
     for i, m in enumerate(med):
-        for c in ("spyre", "spyre_out"):
-            cells.append(f"{rate(elements, m[c])}{mark(i, c)} ({m['copy'] / m[c]:.2f})")
+        for c in spyre_cols:
+            cells.append(f"{rate(elements, m[c])}{mark(i, c)} ({nbytes * m['copy'] / m[c]:.2f})")
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
-def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int) -> None:
+def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int, vllm_col: str,
+                   spyre_cols: tuple[str, ...]) -> None:
     lo, hi = min(args.tokens), max(args.tokens)
     if lo == hi:
         return
     print(f"\n# marginal elements/ns, {lo} -> {hi} tokens (fixed cost per call left out)")
-    head = ["rows", "copy", "vllm_out"] + [f"{c}[{i}]" for i in range(nbuilds) for c in ("spyre", "spyre_out")]
+    head = ["rows", "copy", vllm_col] + [f"{c}[{i}]" for i in range(nbuilds) for c in spyre_cols]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
     for dtype in args.dtypes:
         for h in args.hidden:
@@ -210,8 +229,8 @@ def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int) -> Non
                     return "n/a"
                 return rate(extra, b[i][c] - a[i][c])
 
-            cells = [f"{h} {dtype}", marginal(0, "copy"), marginal(0, "vllm_out")]
-            cells += [marginal(i, c) for i in range(nbuilds) for c in ("spyre", "spyre_out")]
+            cells = [f"{h} {dtype}", marginal(0, "copy"), marginal(0, vllm_col)]
+            cells += [marginal(i, c) for i in range(nbuilds) for c in spyre_cols]
             print("| " + " | ".join(cells) + " |")
 
 

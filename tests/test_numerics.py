@@ -80,6 +80,18 @@ def test_fused_add_rms_norm(dtype, with_weight):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", [1, 31, 32, 33, 64, 100, 515, 4096])
+@pytest.mark.parametrize("wdtype", [None, "same", torch.float32])
+def test_fused_normalizes_its_sum_exactly_as_rms_norm(dtype, cols, wdtype):
+    # The fused op's output is rms_norm of its rounded sum, bit for bit (one
+    # summation order for the squares, whatever the row length).
+    x, r = make((5, cols), dtype, seed=3), make((5, cols), dtype, seed=4)
+    w = None if wdtype is None else make((cols,), dtype if wdtype == "same" else wdtype, seed=5)
+    out, summed = spyre_ops.fused_add_rms_norm(x, r, cols, w, 1e-6)
+    assert torch.equal(out, spyre_ops.rms_norm(summed, cols, w, 1e-6))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_add_rms_norm_inplace(dtype):
     x, r = make((4, 3, 96), dtype), make((4, 3, 96), dtype, seed=2)
     w = make((96,), dtype, seed=1)

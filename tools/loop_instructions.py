@@ -6,7 +6,7 @@ Usage::
     python tools/loop_instructions.py path/to/_C.so --show
 
 For every instance of the row-loop templates of csrc/cpu/rms_norm_rows.h
-(``sum_squares``, ``scale_row``, ``scale_row_and_sum_next``, ``add_sum_squares``),
+(``sum_squares``, ``scale_row``, ``scale_row_and_sum_next``, ``add_row``),
 disassembles it (``objdump``), finds its innermost loops (the instructions
 between a backward branch and its target) and prints, per loop, the instructions
 per iteration, the elements per iteration (the smallest step, in bytes, of a
@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 
-FUNCTIONS = re.compile(r"spyre_ops::cpu::(sum_squares|scale_row|scale_row_and_sum_next|add_sum_squares)<")
+FUNCTIONS = re.compile(r"spyre_ops::cpu::(sum_squares|scale_row|scale_row_and_sum_next|add_sum_squares|add_row)<")
 SIZEOF = {"float": 4, "double": 8, "c10::BFloat16": 2, "c10::Half": 2}
 INSN = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
 BRANCH = re.compile(r"^j\w+$")

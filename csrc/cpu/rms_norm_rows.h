@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "vec_lanes.h"
@@ -124,25 +125,72 @@ Acc sum_squares(const T* src, int64_t cols) {
   return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, (s0 + s2) + (s1 + s3));
 }
 
-// Sum of squares of one row of round(x + residual), written to residual_out
-// (the rounded sum is what gets normalized).
+// residual_out = round(x + residual) for one row (summed in Acc, rounded once,
+// subnormals exactly): whole chunks without tail checks, then at most one
+// partial chunk. residual_out may be residual itself. Out of line (one call
+// per row), which also lets tools/loop_instructions.py find its loop.
 template <typename T, typename Acc>
-Acc add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
+C10_NOINLINE void add_row(const T* x, const T* residual, T* residual_out, int64_t cols) {
   using L = Lanes<T, Acc>;
   using V = Vectorized<Acc>;
-  V s0(Acc(0)), s1(Acc(0));
   V a, b, c, d;
-  for (int64_t j = 0; j < cols; j += L::K) {
-    const int64_t n = std::min<int64_t>(L::K, cols - j);
-    L::load(x + j, n, a, b);
-    L::load(residual + j, n, c, d);
-    a = a + c;
-    b = b + d;
-    L::store_rounded(residual_out + j, n, a, b);
-    s0 = at::vec::fmadd(a, a, s0);
-    s1 = at::vec::fmadd(b, b, s1);
+  int64_t j = 0;
+  for (; j + L::K <= cols; j += L::K) {
+    L::load(x + j, L::K, a, b);
+    L::load(residual + j, L::K, c, d);
+    L::store_exact(residual_out + j, L::K, a + c, b + d);
   }
-  return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, s0 + s1);
+  if (j < cols) {
+    L::load(x + j, cols - j, a, b);
+    L::load(residual + j, cols - j, c, d);
+    L::store_exact(residual_out + j, cols - j, a + c, b + d);
+  }
+}
+
+// Sum of squares of one row of round(x + residual), written to residual_out
+// (the rounded sum is what gets normalized), in the same order as sum_squares
+// would take it from residual_out, so that the fused op normalizes its sum bit
+// for bit as rms_norm would normalize it:
+// * float/double: in one pass, the squares from the registers (the sum is
+//   stored as it is), with sum_squares' accumulators, chunk pairs and tail;
+// * 16-bit: the rounded sum is written first, then read back (from L1) by
+//   sum_squares itself. The second read costs less than squaring values
+//   rounded in registers would (these rows are bound by instructions, and
+//   sum_squares reads 16-bit lanes with two instructions per 32 elements),
+//   where the float rows, bound by cache traffic, would lose by it.
+template <typename T, typename Acc>
+Acc add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
+  if constexpr (!std::is_same_v<T, Acc>) {
+    add_row<T, Acc>(x, residual, residual_out, cols);
+    return sum_squares<T, Acc>(residual_out, cols);
+  } else {
+    using L = Lanes<T, Acc>;
+    using V = Vectorized<Acc>;
+    V s0(Acc(0)), s1(Acc(0)), s2(Acc(0)), s3(Acc(0));
+    V a, b, c, d;
+    auto add = [&](int64_t j, int64_t n) {
+      L::load(x + j, n, a, b);
+      L::load(residual + j, n, c, d);
+      a = a + c;
+      b = b + d;
+      L::store_exact(residual_out + j, n, a, b);
+    };
+    int64_t j = 0;
+    for (; j + 2 * L::K <= cols; j += 2 * L::K) {
+      add(j, L::K);
+      s0 = at::vec::fmadd(a, a, s0);
+      s1 = at::vec::fmadd(b, b, s1);
+      add(j + L::K, L::K);
+      s2 = at::vec::fmadd(a, a, s2);
+      s3 = at::vec::fmadd(b, b, s3);
+    }
+    for (; j < cols; j += L::K) {
+      add(j, std::min<int64_t>(L::K, cols - j));
+      s0 = at::vec::fmadd(a, a, s0);
+      s1 = at::vec::fmadd(b, b, s1);
+    }
+    return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, (s0 + s2) + (s1 + s3));
+  }
 }
 
 // yr = src * inv * w (w may be null: no weight), whole chunks first, then at most

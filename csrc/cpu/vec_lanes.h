@@ -59,8 +59,8 @@ struct NativeLanes {
       a.store(p, n);
     }
   }
-  // Stores a, b; they already are what was stored.
-  static void store_rounded(T* p, int64_t n, V& a, V& b) {
+  // Stores a, b exactly as they are.
+  static void store_exact(T* p, int64_t n, const V& a, const V& b) {
     store(p, n, a, b);
   }
   // s0 += squares of the first half of the whole chunk at p, s1 of the second.
@@ -186,16 +186,10 @@ struct ReducedLanes {
     at::vec::convert_from_float<T>(a, b).store(p);
 #endif
   }
-  // Stores a, b rounded to T, and replaces them with the rounded values
-  // (without reading the memory just written).
-  static void store_rounded(T* p, int64_t n, V& a, V& b) {
-    const R r = at::vec::convert_from_float<T>(a, b);
-    if (n >= K) {
-      r.store(p);
-    } else {
-      r.store(p, n);
-    }
-    std::tie(a, b) = at::vec::convert_to_float<T>(r);
+  // Stores a, b rounded to nearest-even T, subnormals included (store is
+  // already exact here; Bf16Lanes's fast store is not).
+  static void store_exact(T* p, int64_t n, const V& a, const V& b) {
+    store(p, n, a, b);
   }
   // s0, s1 += squares of the whole chunk at p (which lane gets which element
   // is free: only the total matters).
@@ -248,14 +242,13 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
       _mm512_mask_storeu_epi16(p, (__mmask32)((1ull << n) - 1), r);
     }
   }
-  static void store_rounded(c10::BFloat16* p, int64_t n, V& a, V& b) {
+  static void store_exact(c10::BFloat16* p, int64_t n, const V& a, const V& b) {
     const __m512i r = round_exact(a, b);
     if (n >= K) {
       _mm512_storeu_si512(p, r);
     } else {
       _mm512_mask_storeu_epi16(p, (__mmask32)((1ull << n) - 1), r);
     }
-    std::tie(a, b) = at::vec::convert_to_float<c10::BFloat16>(R(r));
   }
   static void store_stream(c10::BFloat16* p, const V& a, const V& b) {
     _mm512_stream_si512(reinterpret_cast<__m512i*>(p), round_fast(a, b));
