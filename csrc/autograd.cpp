@@ -24,6 +24,7 @@
 #include "autograd.h"
 #include "checks.h"
 #include "inplace_or_view.h"
+#include "op_handles.h"
 
 namespace spyre_ops {
 namespace {
@@ -32,41 +33,18 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<at::Tensor>;
 
-using RmsNormSig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double);
-using FusedSig = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double);
-using RmsNormOp = c10::TypedOperatorHandle<RmsNormSig>;
-using FusedOp = c10::TypedOperatorHandle<FusedSig>;
-
-const RmsNormOp& rms_norm_op() {
-  static const RmsNormOp op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("spyre::rms_norm", "").typed<RmsNormSig>();
-  return op;
-}
-
-const FusedOp& fused_op() {
-  static const FusedOp op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("spyre::fused_add_rms_norm", "").typed<FusedSig>();
-  return op;
-}
-
 at::Tensor call_rms_norm(const at::Tensor& x, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
-  return rms_norm_op().call(x, ns, w, eps);
+  return handle::rms_norm().call(x, ns, w, eps);
 }
 
 std::tuple<at::Tensor, at::Tensor> call_fused(
     const at::Tensor& x, const at::Tensor& r, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
-  return fused_op().call(x, r, ns, w, eps);
+  return handle::fused_add_rms_norm().call(x, r, ns, w, eps);
 }
 
 std::tuple<at::Tensor, at::Tensor> call_backward(
     const at::Tensor& g, const at::Tensor& x, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::rms_norm_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double)>();
-  return op.call(g, x, ns, w, eps);
+  return handle::rms_norm_backward().call(g, x, ns, w, eps);
 }
 
 void save(AutogradContext* ctx, const at::Tensor& x, const OptTensor& w, c10::SymIntArrayRef ns, double eps) {
@@ -172,7 +150,7 @@ at::Tensor rms_norm_autograd(
     c10::DispatchKeySet keys, const at::Tensor& x, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
   check_tensor_arg("spyre::rms_norm", "x", x);
   if (!records_grad(x, nullptr, w)) {
-    return rms_norm_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, ns, w, eps);
+    return handle::rms_norm().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, ns, w, eps);
   }
   return RmsNormFunction::apply(x, ns, w, eps);
 }
@@ -187,13 +165,11 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm_autograd(
   check_tensor_arg("spyre::fused_add_rms_norm", "x", x);
   check_tensor_arg("spyre::fused_add_rms_norm", "residual", r);
   if (!records_grad(x, &r, w)) {
-    return fused_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, r, ns, w, eps);
+    return handle::fused_add_rms_norm().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, r, ns, w, eps);
   }
   auto out = FusedAddRmsNormFunction::apply(x, r, ns, w, eps);
   return {out[0], out[1]};
 }
-
-using FusedInplaceSig = void(at::Tensor&, at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double);
 
 // Unboxed (a boxed kernel costs ~0.2 us a call: the arguments go through a stack).
 void fused_add_rms_norm_inplace_autograd(
@@ -203,9 +179,6 @@ void fused_add_rms_norm_inplace_autograd(
     c10::SymIntArrayRef ns,
     const OptTensor& w,
     double eps) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("spyre::fused_add_rms_norm_", "")
-                             .typed<FusedInplaceSig>();
   const char* op_name = "spyre::fused_add_rms_norm_";
   check_tensor_arg(op_name, "x", x);
   check_tensor_arg(op_name, "residual", residual);
@@ -216,7 +189,7 @@ void fused_add_rms_norm_inplace_autograd(
       "weight requires grad; use spyre::fused_add_rms_norm (functional) or run under "
       "torch.no_grad()/torch.inference_mode()");
   // On to ADInplaceOrView (inplace_or_view.cpp), which bumps the version counters.
-  op.redispatch(keys & c10::after_autograd_keyset, x, residual, ns, w, eps);
+  handle::fused_add_rms_norm_().redispatch(keys & c10::after_autograd_keyset, x, residual, ns, w, eps);
 }
 
 }  // namespace

@@ -14,8 +14,9 @@
 // are the kernels' own: the same exception and message as through torch.ops.
 #include "eager_calls.h"
 
+#include "op_handles.h"
+
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/SmallVector.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -92,19 +93,6 @@ PyObject* not_implemented() {
   Py_RETURN_NOTIMPLEMENTED;
 }
 
-c10::OperatorHandle op(const char* name, const char* overload) {
-  // Looked up on first use: the schemas are defined from Python (_library.py).
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload);
-}
-
-using RmsNormSig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double);
-using RmsNormOutSig =
-    at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&);
-using FusedSig = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double);
-using FusedInplaceSig =
-    void(at::Tensor&, at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double);
-
 // (x, normalized_shape, weight, eps, out): spyre::rms_norm, or spyre::rms_norm.out when out is not None.
 PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
@@ -119,11 +107,10 @@ PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return not_implemented();
   }
   if (args[4] == Py_None) {
-    static const auto functional = op("spyre::rms_norm", "").typed<RmsNormSig>();
     at::Tensor y;
     {
       pybind11::gil_scoped_release no_gil;
-      y = functional.call(*x, shape, weight, eps);
+      y = handle::rms_norm().call(*x, shape, weight, eps);
     }
     return THPVariable_Wrap(std::move(y));
   }
@@ -131,11 +118,10 @@ PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (out == nullptr) {
     return not_implemented();
   }
-  static const auto out_overload = op("spyre::rms_norm", "out").typed<RmsNormOutSig>();
   at::Tensor out_ = *out;
   {
     pybind11::gil_scoped_release no_gil;
-    out_overload.call(*x, shape, weight, eps, out_);
+    handle::rms_norm_out().call(*x, shape, weight, eps, out_);
   }
   Py_INCREF(args[4]);
   return args[4];
@@ -169,11 +155,10 @@ PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   if (!a.read(args, nargs)) {
     return not_implemented();
   }
-  static const auto fused = op("spyre::fused_add_rms_norm", "").typed<FusedSig>();
   std::tuple<at::Tensor, at::Tensor> result;
   {
     pybind11::gil_scoped_release no_gil;
-    result = fused.call(*a.x, *a.residual, a.shape, a.weight, a.eps);
+    result = handle::fused_add_rms_norm().call(*a.x, *a.residual, a.shape, a.weight, a.eps);
   }
   PyObject* y = THPVariable_Wrap(std::move(std::get<0>(result)));
   if (y == nullptr) {
@@ -203,11 +188,10 @@ PyObject* fused_add_rms_norm_(PyObject*, PyObject* const* args, Py_ssize_t nargs
   if (!a.read(args, nargs)) {
     return not_implemented();
   }
-  static const auto fused = op("spyre::fused_add_rms_norm_", "").typed<FusedInplaceSig>();
   at::Tensor x = *a.x, residual = *a.residual;
   {
     pybind11::gil_scoped_release no_gil;
-    fused.call(x, residual, a.shape, a.weight, a.eps);
+    handle::fused_add_rms_norm_().call(x, residual, a.shape, a.weight, a.eps);
   }
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS

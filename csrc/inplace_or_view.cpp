@@ -8,7 +8,8 @@
 // instead of autograd's "modified by an inplace operation" error.
 #include "inplace_or_view.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
+#include "op_handles.h"
+
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -27,14 +28,10 @@ at::Tensor& rms_norm_out_inplace_or_view(
     const OptTensor& weight,
     double eps,
     at::Tensor& out) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::rms_norm", "out")
-          .typed<at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double, at::Tensor&)>();
   {
     // What the kernel writes internally (a copy into a strided out) is not counted again.
     c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
-    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
+    handle::rms_norm_out().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
   }
   out.unsafeGetTensorImpl()->bump_version();
   return out;
@@ -47,13 +44,9 @@ void fused_add_rms_norm_inplace_or_view(
     c10::SymIntArrayRef normalized_shape,
     const OptTensor& weight,
     double eps) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::fused_add_rms_norm_", "")
-          .typed<void(at::Tensor&, at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double)>();
   {
     c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
-    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, normalized_shape, weight, eps);
+    handle::fused_add_rms_norm_().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, normalized_shape, weight, eps);
   }
   x.unsafeGetTensorImpl()->bump_version();
   residual.unsafeGetTensorImpl()->bump_version();

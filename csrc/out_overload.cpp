@@ -1,5 +1,7 @@
 #include "out_overload.h"
 
+#include "op_handles.h"
+
 #include <ATen/FunctionalTensorWrapper.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
@@ -13,13 +15,6 @@ namespace {
 
 namespace fimpl = at::functionalization::impl;
 
-using RmsNormOutSig =
-    at::Tensor&(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double, at::Tensor&);
-
-const c10::TypedOperatorHandle<RmsNormOutSig>& out_op() {
-  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("spyre::rms_norm", "out").typed<RmsNormOutSig>();
-  return op;
-}
 
 at::Tensor& rms_norm_out_functionalize(
     const at::Tensor& x,
@@ -27,10 +22,6 @@ at::Tensor& rms_norm_out_functionalize(
     const std::optional<at::Tensor>& weight,
     double eps,
     at::Tensor& out) {
-  static const auto functional =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("spyre::rms_norm", "")
-          .typed<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&, double)>();
   const bool functional_args = fimpl::isFunctionalTensor(x) || fimpl::isFunctionalTensor(weight);
   if (!fimpl::isFunctionalTensor(out)) {
     // Writing into a tensor functionalization does not track: only allowed
@@ -40,7 +31,7 @@ at::Tensor& rms_norm_out_functionalize(
         "spyre::rms_norm.out: out is not a functional tensor but an input is; "
         "mutating a non-functional tensor with a functional one is not allowed");
     c10::impl::ExcludeDispatchKeyGuard guard(c10::DispatchKey::Functionalize);
-    return out_op().call(x, normalized_shape, weight, eps, out);
+    return handle::rms_norm_out().call(x, normalized_shape, weight, eps, out);
   }
   fimpl::sync(x);
   fimpl::sync(weight);
@@ -49,7 +40,7 @@ at::Tensor& rms_norm_out_functionalize(
   at::Tensor result;
   {
     c10::impl::ExcludeDispatchKeyGuard guard(c10::DispatchKey::Functionalize);
-    result = functional.call(x_, normalized_shape, w_, eps);
+    result = handle::rms_norm().call(x_, normalized_shape, w_, eps);
   }
   fimpl::replace_(out, result);
   fimpl::commit_update(out);
@@ -71,7 +62,7 @@ at::Tensor& rms_norm_out_autograd(
       "spyre::rms_norm.out: out= is not differentiable, and x, weight or out requires grad; "
       "use spyre::rms_norm (functional) or run under torch.no_grad()/torch.inference_mode()");
   // On to ADInplaceOrView (inplace_or_view.cpp), which bumps out's version counter.
-  return out_op().redispatch(keys & c10::after_autograd_keyset, x, normalized_shape, weight, eps, out);
+  return handle::rms_norm_out().redispatch(keys & c10::after_autograd_keyset, x, normalized_shape, weight, eps, out);
 }
 
 }  // namespace
