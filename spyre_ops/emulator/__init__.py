@@ -41,7 +41,6 @@ import contextlib
 import sys
 import threading
 from collections import Counter
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,9 +129,13 @@ class _GraphCounters:
 _graph_counters = _GraphCounters()
 
 
-def _launcher(run: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps a compiled graph: each call counts as one launch, and the ops it runs as graph ops."""
+def _compiled(run: Callable[..., Any]) -> Callable[..., Any]:
+    """Counts one compile and wraps its result: each call counts as one launch, and the ops it
+    runs as graph ops."""
     from . import _C
+
+    with _graph_counters.lock:
+        _graph_counters.compiles += 1
 
     def launch(*args: Any) -> Any:
         before = _C.snapshot()["ops"]
@@ -155,9 +158,7 @@ def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Te
     Counts one compile and returns a launcher that runs the aten graph op by op
     on the device (see :func:`transfers`).
     """
-    with _graph_counters.lock:
-        _graph_counters.compiles += 1
-    return _launcher(graph)
+    return _compiled(graph)
 
 
 def dynamo_compile_graph(
@@ -168,9 +169,7 @@ def dynamo_compile_graph(
     (which needs torch-spyre for a spyre device). Select it with
     ``spyre_ops.spyre.graphs.set_graph_compiler(dynamo_compile_graph)``.
     """
-    with _graph_counters.lock:
-        _graph_counters.compiles += 1
-    return _launcher(torch.compile(graph.forward, backend="aot_eager", dynamic=False, fullgraph=True))
+    return _compiled(torch.compile(graph.forward, backend="aot_eager", dynamic=False, fullgraph=True))
 
 
 def _release_last_backward() -> None:

@@ -121,7 +121,7 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     else:
         g = torch.rsqrt(mean_sq)
     # Finite for an all-zero row (whose u is 0); NaN stays NaN.
-    g = torch.minimum(g, torch.full_like(g, torch.finfo(c).max))
+    g = _cap(g)
     u = torch.div(xw, m).to(c)  # an Inf row: 0 at finite entries, NaN at the Inf
     y = torch.mul(u, g)
     if weight is not None:

@@ -98,28 +98,7 @@ def cached_signatures() -> list[tuple]:
         return list(_graphs)
 
 
-def _rms_norm(x, weight, *, eps, policy):
-    return formula.rms_norm_rows(x, weight, eps, policy)
-
-
-def _rms_norm_no_weight(x, *, eps, policy):
-    return formula.rms_norm_rows(x, None, eps, policy)
-
-
-def _fused(x, residual, weight, *, eps, policy):
-    return formula.fused_add_rms_norm_rows(x, residual, weight, eps, policy)
-
-
-def _fused_no_weight(x, residual, *, eps, policy):
-    return formula.fused_add_rms_norm_rows(x, residual, None, eps, policy)
-
-
-_FORMULAS = {
-    ("rms_norm", True): _rms_norm,
-    ("rms_norm", False): _rms_norm_no_weight,
-    ("fused_add_rms_norm", True): _fused,
-    ("fused_add_rms_norm", False): _fused_no_weight,
-}
+_FORMULAS = {"rms_norm": formula.rms_norm_rows, "fused_add_rms_norm": formula.fused_add_rms_norm_rows}
 
 
 def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> tuple:
@@ -127,14 +106,16 @@ def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: t
     return (kind, shapes, float(eps), policy)
 
 
-def _trace(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
-           tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> torch.fx.GraphModule:
-    """The formula's aten graph for these dtypes, eps and policy (traced once, for any shape)."""
-    key = (kind, tuple(t.dtype for t in tensors), residual is not None, weight is not None, float(eps), policy)
+def _trace(kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: float,
+           policy: torch.dtype) -> torch.fx.GraphModule:
+    """The formula's aten graph for these dtypes, eps and policy (traced once, for any shape).
+    ``tensors``: x, the residual for the fused kind, then the weight when there is one."""
+    key = (kind, tuple(t.dtype for t in tensors), has_weight, float(eps), policy)
     with _lock:
         traced = _traces.get(key)
     if traced is None:
-        fn = functools.partial(_FORMULAS[(kind, weight is not None)], eps=eps, policy=policy)
+        no_weight = {} if has_weight else {"weight": None}
+        fn = functools.partial(_FORMULAS[kind], **no_weight, eps=eps, policy=policy)
         traced = make_fx(fn, tracing_mode="fake")(*tensors)
         for node in traced.graph.nodes:
             node.meta.pop("val", None)  # the shapes of one trace; the graph itself names none
@@ -158,7 +139,7 @@ def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch
             _graphs.move_to_end(key)
     if compiled is None:
         with torch.no_grad():
-            graph = _trace(kind, x, residual, weight, tensors, eps, policy)
+            graph = _trace(kind, tensors, weight is not None, eps, policy)
             compiled = graph_compiler()(graph, tensors)
         with _lock:
             _graphs[key] = compiled

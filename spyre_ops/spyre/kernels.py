@@ -16,13 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import _checks
-from . import graphs
-
-
-def _policy() -> torch.dtype:
-    from . import compute_dtype
-
-    return compute_dtype()
+from . import compute_dtype, graphs
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
@@ -52,7 +46,7 @@ def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torc
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     w = None if weight is None else _dense(weight)
-    return graphs.run("rms_norm", _rows(x), None, w, eps, _policy()).view(x.shape)
+    return graphs.run("rms_norm", _rows(x), None, w, eps, compute_dtype()).view(x.shape)
 
 
 def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
@@ -60,23 +54,8 @@ def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None,
         return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
                 torch.empty(x.shape, dtype=x.dtype, device=x.device))
     w = None if weight is None else _dense(weight)
-    out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, _policy())
+    out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, compute_dtype())
     return out.view(x.shape), summed.view(x.shape)
-
-
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether a and b may share memory (byte ranges of the same storage intersect)."""
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def span(t: torch.Tensor) -> tuple[int, int]:
-        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
-
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
 
 
 def _check_writable(op: str, name: str, t: torch.Tensor) -> None:
@@ -118,10 +97,8 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shap
     op = "spyre::fused_add_rms_norm_"
     _check(op, x, normalized_shape, weight, eps, residual=residual)
     _checks.check_inplace_overlaps(op, x, residual, weight)
-    _check_writable(op, "x", x)
-    _check_writable(op, "residual", residual)
     torch._check(
-        not _overlaps(x, residual),
+        not _checks.may_overlap(x, residual),
         lambda: f"{op}: x and residual overlap in memory; they must be distinct tensors",
     )
     out, summed = _fused(x, residual, weight, eps)

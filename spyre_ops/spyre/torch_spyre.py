@@ -144,13 +144,15 @@ def compile_tables() -> dict[str, Callable[[], dict]]:
     return tables
 
 
-def verify() -> None:
-    """Checks that every table a compile is built from holds our decompositions.
+def verify(ours: dict | None = None) -> None:
+    """Checks that every table a compile is built from holds our decompositions
+    (``ours``: :func:`decomposition_table`, when the caller has it at hand).
 
     Raises:
         RuntimeError: naming the table and the ops it lacks.
     """
-    ours = decomposition_table()
+    if ours is None:
+        ours = decomposition_table()
     for name, build in compile_tables().items():
         table = build()
         missing = [str(op) for op, fn in ours.items() if table.get(op) is not fn]
@@ -180,16 +182,17 @@ def install() -> None:
         RuntimeError: if a table the compile uses does not hold them afterwards (see :func:`verify`).
     """
     global _installed
+    ours = decomposition_table()
     if not _installed:
         from torch._inductor.decomposition import register_decomposition
 
-        for op, fn in decomposition_table().items():
+        for op, fn in ours.items():
             register_decomposition([op])(fn)
         module = _torch_spyre_decompositions()
         register_spyre = getattr(module, "register_spyre_decompositions", None)
         if register_spyre is not None:
-            for op, fn in decomposition_table().items():
+            for op, fn in ours.items():
                 register_spyre([op])(fn)
         _installed = True
     _clear_cached_tables()
-    verify()
+    verify(ours)
