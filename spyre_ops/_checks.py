@@ -241,3 +241,28 @@ def check_inplace_overlaps(op: str, x: torch.Tensor, residual: torch.Tensor, wei
     )
     check_weight_not_written(op, weight, "x", x)
     check_weight_not_written(op, weight, "residual", residual)
+
+
+def check_call(
+    op: str,
+    x: torch.Tensor,
+    normalized_shape: Sequence,
+    weight: torch.Tensor | None,
+    eps: float,
+    *,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> None:
+    """Every check of one call of ``op``, in the C++ kernels' order (arguments, residual,
+    out, overlaps), then the limits of x's device: what the fake kernels and the Spyre
+    kernels check, so that eager mode and torch.compile refuse a call alike."""
+    check_rms_norm_args(op, x, normalized_shape, weight, eps)
+    if residual is not None:
+        check_residual(op, x, residual)
+    if out is not None:
+        check_out(op, x, out)
+        check_out_overlaps(op, x, weight, out)
+    if inplace:
+        check_inplace_overlaps(op, x, residual, weight)
+    check_device_limits(op, x, normalized_shape)

@@ -20,9 +20,7 @@ _OP = "spyre::rms_norm.out"
 
 def _check(x: torch.Tensor, normalized_shape: list[int], weight: torch.Tensor | None, eps: float,
            out: torch.Tensor) -> None:
-    _checks.check_rms_norm_args(_OP, x, normalized_shape, weight, eps)
-    _checks.check_out(_OP, x, out)
-    _checks.check_out_overlaps(_OP, x, weight, out)
+    _checks.check_call(_OP, x, normalized_shape, weight, eps, out=out)
 
 
 @torch.library.custom_op("spyre::_check_rms_norm_out", mutates_args=())

@@ -23,8 +23,7 @@ def rms_norm(
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    _checks.check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps)
-    _checks.check_device_limits("spyre::rms_norm", x, normalized_shape)
+    _checks.check_call("spyre::rms_norm", x, normalized_shape, weight, eps)
     return x.new_empty(x.shape)
 
 
@@ -37,11 +36,7 @@ def rms_norm_out(
     *,
     out: torch.Tensor,
 ) -> torch.Tensor:
-    op = "spyre::rms_norm.out"
-    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
-    _checks.check_out(op, x, out)
-    _checks.check_out_overlaps(op, x, weight, out)
-    _checks.check_device_limits(op, x, normalized_shape)
+    _checks.check_call("spyre::rms_norm.out", x, normalized_shape, weight, eps, out=out)
     return out
 
 
@@ -53,10 +48,7 @@ def fused_add_rms_norm(
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    op = "spyre::fused_add_rms_norm"
-    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
-    _checks.check_residual(op, x, residual)
-    _checks.check_device_limits(op, x, normalized_shape)
+    _checks.check_call("spyre::fused_add_rms_norm", x, normalized_shape, weight, eps, residual=residual)
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -68,11 +60,8 @@ def fused_add_rms_norm_(
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
 ) -> None:
-    op = "spyre::fused_add_rms_norm_"
-    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
-    _checks.check_residual(op, x, residual)
-    _checks.check_inplace_overlaps(op, x, residual, weight)
-    _checks.check_device_limits(op, x, normalized_shape)
+    _checks.check_call("spyre::fused_add_rms_norm_", x, normalized_shape, weight, eps, residual=residual,
+                       inplace=True)
 
 
 @torch.library.register_fake("spyre::rms_norm_backward", lib=lib)

@@ -1,10 +1,12 @@
 """The PrivateUse1 ("spyre") kernels of the spyre ops.
 
-Each kernel checks its arguments exactly as the CPU kernels do (same messages,
-:mod:`spyre_ops._checks`), flattens the leading dims of x to 2-D (a view for a
-contiguous x; other layouts are first copied on the device into a dense
-tensor, as torch-spyre's compiled kernels need offset-free dense inputs) and
-runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
+Each kernel checks its arguments as the fake kernels do (same messages, same
+order, :func:`spyre_ops._checks.check_call`); the in-place op also refuses x
+and residual whose memory may overlap at all (interleaved views included, which
+the CPU kernel accepts), since it writes both with separate copies. Each
+flattens the leading dims of x to 2-D (a view for a contiguous x; other
+layouts are first copied on the device into a dense tensor, as torch-spyre's
+compiled kernels need offset-free dense inputs) and runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
 ``out=`` and the in-place op then write their result with device-to-device
 copies. The backward op has no Spyre kernel.
 """
@@ -31,15 +33,6 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """t as (rows, last dim), dense."""
     return _dense(t).view(-1, t.shape[-1])
-
-
-def _check(op: str, x, normalized_shape, weight, eps, residual=None, out=None) -> None:
-    _checks.check_rms_norm_args(op, x, normalized_shape, weight, eps)
-    if residual is not None:
-        _checks.check_residual(op, x, residual)
-    if out is not None:
-        _checks.check_out(op, x, out)
-    _checks.check_device_limits(op, x, normalized_shape)
 
 
 def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -69,7 +62,7 @@ def _check_writable(op: str, name: str, t: torch.Tensor) -> None:
 def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
              eps: float = 1e-5) -> torch.Tensor:
     """Spyre kernel of ``spyre::rms_norm``."""
-    _check("spyre::rms_norm", x, normalized_shape, weight, eps)
+    _checks.check_call("spyre::rms_norm", x, normalized_shape, weight, eps)
     return _normalize(x, weight, eps)
 
 
@@ -77,8 +70,7 @@ def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch
                  eps: float = 1e-5, *, out: torch.Tensor) -> torch.Tensor:
     """Spyre kernel of ``spyre::rms_norm.out``: the result in full first, then one copy into out."""
     op = "spyre::rms_norm.out"
-    _check(op, x, normalized_shape, weight, eps, out=out)
-    _checks.check_out_overlaps(op, x, weight, out)
+    _checks.check_call(op, x, normalized_shape, weight, eps, out=out)
     _check_writable(op, "out", out)
     out.copy_(_normalize(x, weight, eps))
     return out
@@ -87,7 +79,7 @@ def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
                        weight: torch.Tensor | None = None, eps: float = 1e-5):
     """Spyre kernel of ``spyre::fused_add_rms_norm``."""
-    _check("spyre::fused_add_rms_norm", x, normalized_shape, weight, eps, residual=residual)
+    _checks.check_call("spyre::fused_add_rms_norm", x, normalized_shape, weight, eps, residual=residual)
     return _fused(x, residual, weight, eps)
 
 
@@ -95,8 +87,7 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shap
                         weight: torch.Tensor | None = None, eps: float = 1e-5) -> None:
     """Spyre kernel of ``spyre::fused_add_rms_norm_``: the functional result, then two copies."""
     op = "spyre::fused_add_rms_norm_"
-    _check(op, x, normalized_shape, weight, eps, residual=residual)
-    _checks.check_inplace_overlaps(op, x, residual, weight)
+    _checks.check_call(op, x, normalized_shape, weight, eps, residual=residual, inplace=True)
     torch._check(
         not _checks.may_overlap(x, residual),
         lambda: f"{op}: x and residual overlap in memory; they must be distinct tensors",
