@@ -219,9 +219,8 @@ def _check_family(module: nn.Module, family: str) -> None:
     weight = getattr(module, "weight", None)
     if weight is not None and weight.device.type == "meta":
         return
-    cls = type(module)._spyre_ops_original_class if is_patched(module) else type(module)
+    cls = type(module)  # patch() refuses patched modules before checking
     probe = copy.deepcopy(module).to(device="cpu", dtype=torch.float32)
-    probe.__class__ = cls
     shape = _normalized_shape(probe)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn([3, *shape], generator=generator)

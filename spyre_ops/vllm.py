@@ -6,9 +6,10 @@ IR op. :func:`register` adds a provider named ``"spyre"`` to
 * ``vllm.ir.ops.rms_norm``: its body is one call of ``torch.ops.spyre.rms_norm``
   (made through :func:`spyre_ops.rms_norm`, cheaper per call in eager mode);
 * ``vllm.ir.ops.fused_add_rms_norm``: an in-place provider whose body is one call
-  of ``torch.ops.spyre.fused_add_rms_norm_`` (it writes the output into ``x``
-  and ``x + x_residual`` into ``x_residual`` and returns those two tensors;
-  vLLM clones the activations first when the functional overload is called).
+  of ``torch.ops.spyre.fused_add_rms_norm_``, made through
+  :func:`spyre_ops.fused_add_rms_norm_` (it writes the output into ``x`` and
+  ``x + x_residual`` into ``x_residual`` and returns those two tensors; vLLM
+  clones the activations first when the functional overload is called).
 
 Because the body is a single library op, vLLM's IR lowering pass traces it into
 the compiled graph as one ``spyre.*`` node, and the same op runs in eager mode.
@@ -181,7 +182,7 @@ def spyre_fused_add_rms_norm(
     variance_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``vllm.ir.ops.fused_add_rms_norm`` served in place by
-    ``torch.ops.spyre.fused_add_rms_norm_``: returns ``(x, x_residual)`` after
+    ``torch.ops.spyre.fused_add_rms_norm_`` (through :func:`spyre_ops.fused_add_rms_norm_`): returns ``(x, x_residual)`` after
     writing the normalized output into ``x`` and ``x + x_residual`` into ``x_residual``."""
     spyre_ops.fused_add_rms_norm_(x, x_residual, [x.shape[-1]], weight, epsilon)
     return x, x_residual
@@ -327,7 +328,7 @@ def register_oot_rms_norm() -> type:
 
     Registers, with ``CustomOp.register_oot(name="RMSNorm")``, a subclass of
     vLLM's ``RMSNorm`` whose ``forward_oot`` calls ``torch.ops.spyre.rms_norm`` /
-    ``torch.ops.spyre.fused_add_rms_norm`` (``variance_size`` falls back to
+    ``torch.ops.spyre.fused_add_rms_norm``, through the wrappers (``variance_size`` falls back to
     ``forward_native``). vLLM then builds this class wherever a model asks for
     ``RMSNorm``; ``forward_oot`` runs on out-of-tree platforms (such as Spyre)
     when the op is enabled (``compilation_config.custom_ops`` with

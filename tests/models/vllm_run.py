@@ -28,6 +28,11 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 import real_model  # noqa: E402
 
+# The seeded random-weight Llama of the vLLM engine tests (importing it sets only
+# defaults of the environment variables already set above).
+sys.path.insert(0, str(real_model.REPO / "tests" / "vllm_integration"))
+from vllm_engine_run import seeded_llama  # noqa: E402
+
 PRIORITY = "spyre,native"
 COUNTED = ("spyre::rms_norm", "spyre::fused_add_rms_norm_", "vllm_ir::rms_norm", "vllm_ir::fused_add_rms_norm")
 
@@ -39,11 +44,12 @@ def worker_state(worker) -> dict:
 
     from vllm import ir
 
+    loaded_by_vllm = "spyre_ops.vllm" in sys.modules  # before this function imports it
     import spyre_ops.vllm as spyre_vllm
 
     return {
         "pid": os.getpid(),
-        "loaded_by_vllm": "spyre_ops.vllm" in sys.modules,
+        "loaded_by_vllm": loaded_by_vllm,
         "registered": spyre_vllm.is_registered(),
         "priority": {
             "rms_norm": ir.ops.rms_norm.get_priority(),
@@ -86,21 +92,12 @@ def write_tp_checkpoint(folder: str) -> None:
     (the real model's 9 heads do not)."""
     import shutil
 
-    import torch
-    from transformers import AutoConfig, LlamaForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(real_model.MODEL_DIR)
     config.update(dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, head_dim=64))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))  # norm weights that matter
-            else:
-                p.normal_(0.0, 0.08)
-    model.save_pretrained(folder)
+    seeded_llama(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(real_model.MODEL_DIR / name, folder)
 

@@ -1,20 +1,17 @@
-"""Running Python code in a fresh process, for what must not happen in the test process."""
+"""Running Python code in a fresh process, for what must not happen in the test process
+(tests/subprocess_python.py, with a shorter timeout)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from subprocess_python import ROOT
+from subprocess_python import run_python as _run_python
+
+__all__ = ["ROOT", "run_python"]
 
 
-def run_python(code: str) -> subprocess.CompletedProcess:
-    """Runs ``code`` (dedented) in a new interpreter that imports spyre_ops from this checkout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
-    )
+def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs ``code`` (dedented) in a new interpreter that imports spyre_ops from this checkout
+    (``env``: the environment, os.environ by default; this checkout goes first on PYTHONPATH)."""
+    return _run_python(code, env=env, timeout=300)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -35,15 +34,12 @@ def test_compute_dtype_environment_variable_is_applied_at_import():
         torch.testing.assert_close(y.double(), rms_norm_ref(x, [200], None, 1e-5), atol=1e-5, rtol=1e-5)
         print("OK")
     """
-    env = {**os.environ, "SPYRE_OPS_SPYRE_COMPUTE_DTYPE": "float32",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                       timeout=300)
+    env = {**os.environ, "SPYRE_OPS_SPYRE_COMPUTE_DTYPE": "float32", "PYTHONPATH": str(ROOT / "tests")}
+    r = run_python(code, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr[-2000:]
 
     env["SPYRE_OPS_SPYRE_COMPUTE_DTYPE"] = "float8"
-    r = subprocess.run([sys.executable, "-c", "import spyre_ops"], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = run_python("import spyre_ops", env=env)
     assert r.returncode != 0
     assert "SPYRE_OPS_SPYRE_COMPUTE_DTYPE must be float16 or float32, got 'float8'" in r.stderr
 
@@ -158,15 +154,9 @@ def test_exit_after_a_device_backward_is_clean_under_load():
     # The exit race shows under load: 8 runs one after another, next to a busy
     # process per core. Without the exit hook, 2 of 10 such runs aborted here
     # ("terminate called without an active exception"); with it, none.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(min(os.cpu_count() or 2, 4))]
     try:
-        results = [
-            subprocess.run([sys.executable, "-c", textwrap.dedent(BACKWARD_THEN_EXIT)], env=env,
-                           capture_output=True, text=True, timeout=300)
-            for _ in range(8)
-        ]
+        results = [run_python(BACKWARD_THEN_EXIT) for _ in range(8)]
     finally:
         for p in spin:
             p.kill()

@@ -52,7 +52,7 @@ COUNTED = (
 def write_checkpoint(folder: str) -> None:
     """A seeded random-weight Llama saved as a real checkpoint (no download)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     config = LlamaConfig(
         vocab_size=VOCAB,
@@ -67,6 +67,14 @@ def write_checkpoint(folder: str) -> None:
         bos_token_id=1,
         eos_token_id=2,
     )
+    seeded_llama(config).to(torch.bfloat16).save_pretrained(folder)
+
+
+def seeded_llama(config):
+    """A LlamaForCausalLM of ``config`` with seeded random weights (norm weights near 1)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -75,7 +83,7 @@ def write_checkpoint(folder: str) -> None:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))  # norm weights that matter
             else:
                 p.normal_(0.0, 0.08)
-    model.to(torch.bfloat16).save_pretrained(folder)
+    return model
 
 
 #: Forward calls of the model's RMSNorm layers, by residual (None or not).
