@@ -146,6 +146,29 @@ void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
   TORCH_CHECK(
       status == at::MemOverlapStatus::No || status == at::MemOverlapStatus::TooHard,
       op, ": x and residual overlap, and the op writes both; pass tensors that do not share memory");
+  // Strided views of one buffer that PyTorch cannot tell apart ("too hard") are
+  // refused when their memory ranges intersect: the op writes x and residual
+  // with separate copies, so an element in both would get only one of its results.
+  TORCH_CHECK(
+      status != at::MemOverlapStatus::TooHard || !may_overlap(x, residual),
+      op, ": x and residual may overlap (strided views of one buffer whose memory ranges intersect), "
+      "and the op writes both; pass tensors that do not share memory (e.g. residual.clone())");
+}
+
+void check_out_overlaps(
+    const char* op, const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& out) {
+  check_weight_not_written(op, weight, "out", out);
+  // out may be x itself (each row is read before it is written) but must not
+  // overlap it partially, nor itself.
+  TORCH_CHECK(
+      at::has_internal_overlap(out) != at::MemOverlap::Yes,
+      op, ": out overlaps itself (an expanded tensor), and the op writes it; pass a tensor whose "
+      "elements are distinct (e.g. torch.empty_like(x))");
+  const at::MemOverlapStatus overlap = at::get_overlap_status(out, x);
+  TORCH_CHECK(
+      overlap != at::MemOverlapStatus::Partial &&
+          (overlap != at::MemOverlapStatus::Full || out.strides().equals(x.strides())),
+      op, ": out overlaps x without being x; pass out=x or a tensor that does not share x's memory");
 }
 
 }  // namespace spyre_ops

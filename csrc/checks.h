@@ -35,6 +35,11 @@ void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual);
 
 void check_out(const char* op, const at::Tensor& x, const at::Tensor& out);
 
+// For out=: out must not overlap weight, nor itself (an expanded tensor), nor
+// x unless it is x itself.
+void check_out_overlaps(
+    const char* op, const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& out);
+
 // Checks that `t` (the argument `name`) is a defined, non-nested-strided tensor.
 // check_rms_norm_args, check_residual and check_out call it for their tensors.
 void check_tensor_arg(const char* op, const char* name, const at::Tensor& t);

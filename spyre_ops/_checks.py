@@ -218,9 +218,19 @@ def _dense_overlap(a: torch.Tensor, b: torch.Tensor) -> str:
     return "no"
 
 
+def _overlaps_itself(t: torch.Tensor) -> bool:
+    """Mirror of ``at::has_internal_overlap(t) == MemOverlap::Yes``: a stride-0 dim of size > 1."""
+    return any(guard_or_false(st == 0) and guard_or_false(sz > 1) for sz, st in zip(t.shape, t.stride()))
+
+
 def check_out_overlaps(op: str, x: torch.Tensor, weight: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out`` may be x itself, must not overlap it otherwise, and must not overlap weight."""
+    """``out`` must not overlap weight, nor itself; it may be x itself, and must not overlap it otherwise."""
     check_weight_not_written(op, weight, "out", out)
+    torch._check(
+        not _overlaps_itself(out),
+        lambda: f"{op}: out overlaps itself (an expanded tensor), and the op writes it; pass a tensor whose "
+        "elements are distinct (e.g. torch.empty_like(x))",
+    )
     status = _dense_overlap(out, x)
     torch._check(
         status != "partial" and (status != "full" or tuple(out.stride()) == tuple(x.stride())),
@@ -232,12 +242,20 @@ def check_inplace_overlaps(op: str, x: torch.Tensor, residual: torch.Tensor, wei
     """The in-place op writes x and residual: they must not overlap each other, nor weight."""
     for name, t in (("x", x), ("residual", residual)):
         torch._check(
-            not any(guard_or_false(st == 0) and guard_or_false(sz > 1) for sz, st in zip(t.shape, t.stride())),
+            not _overlaps_itself(t),
             lambda: f"{op}: {name} overlaps itself (an expanded tensor), and the op writes it; pass {name}.clone()",
         )
+    status = _dense_overlap(x, residual)
     torch._check(
-        _dense_overlap(x, residual) in ("no", "too_hard"),
+        status in ("no", "too_hard"),
         lambda: f"{op}: x and residual overlap, and the op writes both; pass tensors that do not share memory",
+    )
+    # Strided views that at::get_overlap_status cannot tell apart: refused when their
+    # memory ranges intersect (the op writes both with separate copies).
+    torch._check(
+        status != "too_hard" or not may_overlap(x, residual),
+        lambda: f"{op}: x and residual may overlap (strided views of one buffer whose memory ranges "
+        "intersect), and the op writes both; pass tensors that do not share memory (e.g. residual.clone())",
     )
     check_weight_not_written(op, weight, "x", x)
     check_weight_not_written(op, weight, "residual", residual)

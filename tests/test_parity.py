@@ -46,6 +46,15 @@ OVERLAPS = [
     ("inplace-x-is-residual", lambda b: spyre_ops.fused_add_rms_norm_(b[:4], b[2:], 8, None, 1e-5),
      lambda: (torch.randn(6, 8),),
      "spyre::fused_add_rms_norm_: x and residual overlap"),
+    # Column slices of one buffer that share columns 32..63: at::get_overlap_status says "too hard".
+    ("inplace-strided-views-overlap", lambda b: spyre_ops.fused_add_rms_norm_(b[:, 0:64], b[:, 32:96], 64, None, 1e-5),
+     lambda: (torch.randn(4, 96),),
+     "spyre::fused_add_rms_norm_: x and residual may overlap (strided views of one buffer whose memory "
+     "ranges intersect), and the op writes both; pass tensors that do not share memory (e.g. residual.clone())"),
+    ("out-expanded", lambda x, out: spyre_ops.rms_norm(x, 8, None, 1e-5, out=out),
+     lambda: (torch.randn(3, 8), torch.empty(8).expand(3, 8)),
+     "spyre::rms_norm.out: out overlaps itself (an expanded tensor), and the op writes it; pass a tensor "
+     "whose elements are distinct (e.g. torch.empty_like(x))"),
 ]
 
 
@@ -54,6 +63,26 @@ def test_overlaps_are_refused_in_eager_and_compiled(fn, make_args, message):
     eager, compiled = _eager_and_compiled_errors(fn, *make_args())
     assert message in eager
     assert message in compiled
+
+
+def test_strided_overlapping_views_are_left_untouched():
+    # The refusal comes before anything is written (it used to write x wrong, silently).
+    buf = torch.randn(4, 96)
+    before = buf.clone()
+    with pytest.raises(RuntimeError, match="x and residual may overlap"):
+        spyre_ops.fused_add_rms_norm_(buf[:, 0:64], buf[:, 32:96], 64)
+    with pytest.raises(RuntimeError, match="x and residual may overlap"):
+        torch.ops.spyre.fused_add_rms_norm_(buf[:, 0:64], buf[:, 32:96], [64])
+    assert torch.equal(buf, before)
+
+
+def test_strided_views_of_different_buffers_are_computed():
+    x_buf, r_buf = torch.randn(4, 96), torch.randn(4, 96)
+    x, r = x_buf[:, 0:64], r_buf[:, 32:96]
+    expected_out, expected_sum = spyre_ops.fused_add_rms_norm(x.clone(), r.clone(), 64)
+    spyre_ops.fused_add_rms_norm_(x, r, 64)
+    torch.testing.assert_close(x, expected_out, rtol=0, atol=0)
+    torch.testing.assert_close(r, expected_sum, rtol=0, atol=0)
 
 
 def test_overlap_refused_under_inductor_too():

@@ -74,14 +74,7 @@ at::Tensor& rms_norm_out(
   const char* op = "spyre::rms_norm.out";
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_out(op, x, out);
-  check_weight_not_written(op, weight, "out", out);
-  // out may be x itself (each row is read before it is written) but must not
-  // overlap it partially, nor itself.
-  at::assert_no_internal_overlap(out);
-  const at::MemOverlapStatus overlap = at::get_overlap_status(out, x);
-  TORCH_CHECK(
-      overlap != at::MemOverlapStatus::Partial && (overlap != at::MemOverlapStatus::Full || out.strides().equals(x.strides())),
-      op, ": out overlaps x without being x; pass out=x or a tensor that does not share x's memory");
+  check_out_overlaps(op, x, weight, out);
   const at::Tensor xc = x.contiguous();
   if (out.is_contiguous()) {
     launch(xc, nullptr, nullptr, weight, out, shape, eps);

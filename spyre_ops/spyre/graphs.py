@@ -45,6 +45,10 @@ GraphCompiler = Callable[[torch.fx.GraphModule, Sequence[torch.Tensor]], Callabl
 MAX_GRAPHS = 512
 
 _lock = threading.Lock()
+# Held while a graph is traced and compiled: make_fx (and torch.compile) keep
+# global state while they run and are not thread-safe, so a cache miss builds
+# under this lock, after checking the cache again (each signature is built once).
+_build_lock = threading.RLock()
 _graphs: OrderedDict[tuple, Callable[..., Any]] = OrderedDict()
 _traces: dict[tuple, torch.fx.GraphModule] = {}
 _compiler: GraphCompiler | None = None
@@ -128,6 +132,24 @@ def _trace(kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: fl
     return torch.fx.GraphModule(traced, traced.graph)
 
 
+def _build(key: tuple, kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: float,
+           policy: torch.dtype) -> Callable[..., Any]:
+    """The compiled graph of signature ``key``: traced and compiled once, one build at a time."""
+    with _build_lock:
+        with _lock:
+            compiled = _graphs.get(key)  # built by another thread while this one waited
+        if compiled is not None:
+            return compiled
+        with torch.no_grad():
+            graph = _trace(kind, tensors, has_weight, eps, policy)
+            compiled = graph_compiler()(graph, tensors)
+        with _lock:
+            _graphs[key] = compiled
+            while len(_graphs) > MAX_GRAPHS:
+                _graphs.popitem(last=False)
+        return compiled
+
+
 def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
         eps: float, policy: torch.dtype) -> Any:
     """Runs formula ``kind`` ("rms_norm" or "fused_add_rms_norm") on 2-D x as one cached compiled graph."""
@@ -138,12 +160,6 @@ def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch
         if compiled is not None:
             _graphs.move_to_end(key)
     if compiled is None:
-        with torch.no_grad():
-            graph = _trace(kind, tensors, weight is not None, eps, policy)
-            compiled = graph_compiler()(graph, tensors)
-        with _lock:
-            _graphs[key] = compiled
-            while len(_graphs) > MAX_GRAPHS:
-                _graphs.popitem(last=False)
+        compiled = _build(key, kind, tensors, weight is not None, eps, policy)
     with torch.no_grad():
         return compiled(*tensors)

@@ -1,9 +1,9 @@
 """The PrivateUse1 ("spyre") kernels of the spyre ops.
 
-Each kernel checks its arguments as the fake kernels do (same messages, same
-order, :func:`spyre_ops._checks.check_call`); the in-place op also refuses x
-and residual whose memory may overlap at all (interleaved views included, which
-the CPU kernel accepts), since it writes both with separate copies. Each
+Each kernel checks its arguments as the fake kernels and the CPU kernels do
+(same messages, same order, :func:`spyre_ops._checks.check_call`); the in-place
+op writes x and residual with separate copies, so the checks refuse x and
+residual whose memory ranges intersect (on every device). Each
 flattens the leading dims of x to 2-D (a view for a contiguous x; other
 layouts are first copied on the device into a dense tensor, as torch-spyre's
 compiled kernels need offset-free dense inputs) and runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
@@ -51,14 +51,6 @@ def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None,
     return out.view(x.shape), summed.view(x.shape)
 
 
-def _check_writable(op: str, name: str, t: torch.Tensor) -> None:
-    torch._check(
-        torch._debug_has_internal_overlap(t) != 1,
-        lambda: f"{op}: more than one element of {name} refers to the same memory location; "
-        f"clone {name} before calling the op",
-    )
-
-
 def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
              eps: float = 1e-5) -> torch.Tensor:
     """Spyre kernel of ``spyre::rms_norm``."""
@@ -71,7 +63,6 @@ def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch
     """Spyre kernel of ``spyre::rms_norm.out``: the result in full first, then one copy into out."""
     op = "spyre::rms_norm.out"
     _checks.check_call(op, x, normalized_shape, weight, eps, out=out)
-    _check_writable(op, "out", out)
     out.copy_(_normalize(x, weight, eps))
     return out
 
@@ -88,10 +79,6 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shap
     """Spyre kernel of ``spyre::fused_add_rms_norm_``: the functional result, then two copies."""
     op = "spyre::fused_add_rms_norm_"
     _checks.check_call(op, x, normalized_shape, weight, eps, residual=residual, inplace=True)
-    torch._check(
-        not _checks.may_overlap(x, residual),
-        lambda: f"{op}: x and residual overlap in memory; they must be distinct tensors",
-    )
     out, summed = _fused(x, residual, weight, eps)
     residual.copy_(summed)
     x.copy_(out)

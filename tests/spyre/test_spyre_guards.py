@@ -62,6 +62,20 @@ def test_inplace_op_refuses_aliased_x_and_residual(spyre_device, case):
         assert torch.equal(base.cpu(), before)  # refused before writing anything
 
 
+def test_overlap_refusals_read_as_on_cpu(spyre_device):
+    # One wording on every device, eager and compiled: the CPU kernel's, from the shared checks.
+    cases = [
+        (lambda b: spyre_ops.fused_add_rms_norm_(b[:, 0:64], b[:, 32:96], 64), torch.randn(4, 96)),
+        (lambda o: spyre_ops.rms_norm(torch.ones(3, 64, device=o.device), 64, out=o), torch.empty(64).expand(3, 64)),
+    ]
+    for call, arg in cases:
+        with pytest.raises(RuntimeError) as on_cpu:
+            call(arg)
+        with pytest.raises(RuntimeError) as on_spyre:
+            call(arg.to(spyre_device) if arg.stride(0) else torch.empty(64).to(spyre_device).expand(3, 64))
+        assert str(on_spyre.value) == str(on_cpu.value)
+
+
 @pytest.mark.parametrize("hidden", [1, 3, 63, 65, 100, 130, 200])
 @pytest.mark.parametrize("compute", [torch.float16, torch.float32])
 def test_rows_that_are_not_whole_sticks(spyre_device, hidden, compute):
