@@ -10,6 +10,9 @@
 // second- and higher-order gradients are right. AOT autograd traces the
 // backward with grad mode off, so compiled graphs keep the one backward op.
 //
+// torch.func transforms and forward-mode AD: a C++ Function supports neither,
+// so such calls are computed with differentiable ATen ops (csrc/composite.h).
+//
 // fused_add_rms_norm_ mutates its inputs and is not differentiable: its
 // autograd kernel refuses inputs that require grad (instead of silently
 // mutating them); its ADInplaceOrView kernel bumps the version counters.
@@ -23,6 +26,7 @@
 
 #include "autograd.h"
 #include "checks.h"
+#include "composite.h"
 #include "inplace_or_view.h"
 #include "op_handles.h"
 
@@ -122,23 +126,27 @@ struct FusedAddRmsNormFunction : public torch::autograd::Function<FusedAddRmsNor
     }
     // The forward normalized the rounded sum it returns; that is what backward needs.
     save(ctx, summed, w, ns, eps);
+    // An unused output's gradient stays undefined rather than zeros of its
+    // shape, which a jagged nested output (symbolic sizes) cannot be made of.
+    ctx->set_materialize_grads(false);
     return {out, summed};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    auto [gx, gw] = grads(ctx, grad_outputs[0]);
-    const at::Tensor g = gx + grad_outputs[1];
+    const at::Tensor& g_out = grad_outputs[0];
+    const at::Tensor& g_sum = grad_outputs[1];
+    if (!g_out.defined()) {  // only the sum is used: it passes to x and residual
+      return {g_sum, g_sum, at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    auto [gx, gw] = grads(ctx, g_out);
+    const at::Tensor g = g_sum.defined() ? gx + g_sum : gx;
     return {g, g, at::Tensor(), gw, at::Tensor()};
   }
 };
 
 // Whether a call must go through the autograd Function: grad mode on and an
-// input requiring grad, or an input carrying a forward-mode tangent (which the
-// Function refuses, rather than dropping it).
+// input requiring grad. (Forward-mode tangents and functorch transforms take
+// the composite path, csrc/composite.h, checked first.)
 bool records_grad(const at::Tensor& x, const at::Tensor* r, const OptTensor& w) {
-  auto tangent = [](const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); };
-  if (tangent(x) || (r != nullptr && tangent(*r)) || (w.has_value() && tangent(*w))) {
-    return true;
-  }
   return c10::GradMode::is_enabled() &&
          (x.requires_grad() || (r != nullptr && r->requires_grad()) || (w.has_value() && w->requires_grad()));
 }
@@ -149,6 +157,9 @@ bool records_grad(const at::Tensor& x, const at::Tensor* r, const OptTensor& w) 
 at::Tensor rms_norm_autograd(
     c10::DispatchKeySet keys, const at::Tensor& x, c10::SymIntArrayRef ns, const OptTensor& w, double eps) {
   check_tensor_arg("spyre::rms_norm", "x", x);
+  if (needs_composite(x, nullptr, w)) {
+    return composite_rms_norm(x, ns, w, eps);
+  }
   if (!records_grad(x, nullptr, w)) {
     return handle::rms_norm().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, ns, w, eps);
   }
@@ -164,6 +175,9 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm_autograd(
     double eps) {
   check_tensor_arg("spyre::fused_add_rms_norm", "x", x);
   check_tensor_arg("spyre::fused_add_rms_norm", "residual", r);
+  if (needs_composite(x, &r, w)) {
+    return composite_fused_add_rms_norm(x, r, ns, w, eps);
+  }
   if (!records_grad(x, &r, w)) {
     return handle::fused_add_rms_norm().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, r, ns, w, eps);
   }

@@ -92,6 +92,35 @@ def test_jagged_nested_fused_and_backward():
     torch.testing.assert_close(w.grad, w_ref.grad)
 
 
+@pytest.mark.parametrize("loss_uses", ["out", "sum", "both"])
+def test_jagged_fused_backward_with_either_output_unused(loss_uses):
+    # The common case uses `out` only: the unused output's gradient must not be
+    # materialized as zeros of a jagged (symbolic) shape.
+    nt, _ = _jagged(3)
+    res, _ = _jagged(4)
+    xv, rv = nt.values().clone().requires_grad_(), res.values().clone().requires_grad_()
+    w = (torch.rand(8) + 0.5).requires_grad_()
+    x = torch.nested.nested_tensor_from_jagged(xv, nt.offsets())
+    r = torch.nested.nested_tensor_from_jagged(rv, nt.offsets())
+    out, summed = spyre_ops.fused_add_rms_norm(x, r, 8, w)
+    use_out, use_sum = loss_uses in ("out", "both"), loss_uses in ("sum", "both")
+
+    def loss(out_values, sum_values):
+        terms = [out_values.pow(2).sum()] * use_out + [sum_values.sin().sum()] * use_sum
+        return sum(terms[1:], terms[0])
+
+    loss(out.values(), summed.values()).backward()
+    refs = [t.detach().clone().requires_grad_() for t in (xv, rv, w)]
+    s_ref = refs[0] + refs[1]
+    loss(F.rms_norm(s_ref, [8], refs[2], 1e-5), s_ref).backward()
+    for got, want in zip((xv.grad, rv.grad), refs[:2]):
+        torch.testing.assert_close(got, want.grad)
+    if use_out:
+        torch.testing.assert_close(w.grad, refs[2].grad)
+    else:
+        assert w.grad is None
+
+
 def test_jagged_refusals_are_clear():
     nt, _ = _jagged()
     # Normalizing over the ragged dim: refused (by PyTorch's own nested-tensor

@@ -54,9 +54,12 @@ def test_only_the_weight_requiring_grad_still_records():
 
 
 @pytest.mark.parametrize("with_grad_mode", [True, False])
-def test_forward_mode_tangent_is_refused_not_dropped(with_grad_mode):
+def test_forward_mode_tangent_is_propagated_not_dropped(with_grad_mode):
+    # With or without grad mode, a tangent goes through (the composite path), as F.rms_norm's does.
     x, _, w = _inputs()
+    t = torch.ones_like(x)
     with torch.set_grad_enabled(with_grad_mode), fwAD.dual_level():
-        dual = fwAD.make_dual(x, torch.ones_like(x))
-        with pytest.raises(RuntimeError, match="jvp is not implemented"):
-            spyre_ops.rms_norm(dual, 16, w, 1e-6)
+        got = fwAD.unpack_dual(spyre_ops.rms_norm(fwAD.make_dual(x, t), 16, w, 1e-6)).tangent
+        want = fwAD.unpack_dual(torch.nn.functional.rms_norm(fwAD.make_dual(x, t), [16], w, 1e-6)).tangent
+    assert got is not None
+    torch.testing.assert_close(got, want)
