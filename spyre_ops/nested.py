@@ -15,12 +15,21 @@ from typing import Any
 
 import torch
 
+from . import _checks
 from ._library import lib
 
 try:  # the class behind layout=torch.jagged (a PyTorch internal, present in torch 2.x)
     from torch.nested._internal.nested_tensor import NestedTensor
 except ImportError:  # pragma: no cover  (a torch without it: jagged inputs raise PyTorch's error)
     NestedTensor = None
+
+
+def check_normalized_dims(op: str, x: torch.Tensor, normalized_shape: Sequence[int]) -> None:
+    """For the wrappers, before ``torch.ops``: PyTorch's own nested-tensor code
+    intercepts any op named ``rms_norm`` and raises a ValueError for the ragged
+    dim before our rule runs; this raises our RuntimeError first."""
+    if NestedTensor is not None and isinstance(x, NestedTensor):
+        _values_shape_ok(op, x, normalized_shape)
 
 
 def _values_shape_ok(op: str, x: torch.Tensor, normalized_shape: Sequence[int]) -> None:
@@ -88,3 +97,24 @@ if NestedTensor is not None:
     lib.impl("rms_norm_backward", torch.library.fallthrough_kernel, "AutogradNestedTensor")
     torch.library.register_torch_dispatch("spyre::rms_norm.out", NestedTensor, _refuse, lib=lib)
     torch.library.register_torch_dispatch("spyre::fused_add_rms_norm_", NestedTensor, _refuse, lib=lib)
+
+
+def _refuse_strided_nested(op: str, schema: torch._C.FunctionSchema) -> Any:
+    """A kernel for the NestedTensorCPU key, which a strided nested tensor in any
+    argument (weight too, which the autograd kernel does not look at) dispatches to:
+    it raises the kernels' own refusal, naming the argument, instead of "Could not run"."""
+
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        values = list(zip((a.name for a in schema.arguments), args)) + list(kwargs.items())
+        for name, value in values:
+            if isinstance(value, torch.Tensor):
+                _checks.check_tensor_arg(op, name, value)
+        raise RuntimeError(f"{op}: strided nested tensors are not supported")  # pragma: no cover
+
+    return kernel
+
+
+for _name in ("rms_norm", "rms_norm.out", "fused_add_rms_norm", "fused_add_rms_norm_", "rms_norm_backward"):
+    _packet, _, _overload = _name.partition(".")
+    _op = getattr(getattr(torch.ops.spyre, _packet), _overload or "default")
+    lib.impl(_name, _refuse_strided_nested(f"spyre::{_name}", _op._schema), "NestedTensorCPU")

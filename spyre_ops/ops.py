@@ -22,25 +22,63 @@ from collections.abc import Sequence
 import torch
 
 from . import _C
+from . import nested as _nested
 from . import _out_checks  # noqa: F401  (defines spyre::_check_rms_norm_out)
+
+try:  # NumPy is optional for torch
+    import numpy as _np
+except ImportError:  # pragma: no cover
+    _np = None
 
 ShapeLike = int | Sequence[int] | torch.Size
 
 
-def _as_shape(normalized_shape: ShapeLike) -> list[int]:
-    """``normalized_shape`` as the op takes it: a list (an int, or a NumPy
-    integer, as torch.nn.RMSNorm takes it, stands for one dim)."""
+def _as_shape(normalized_shape: ShapeLike, op: str = "spyre_ops.rms_norm") -> list[int]:
+    """``normalized_shape`` as the op takes it: a list. An int, a NumPy integer (as
+    torch.nn.RMSNorm takes it) or a 0-dim integer tensor (what ``torch.jit.trace``
+    makes of ``x.shape[-1]``) stands for one dim; a 1-dim integer tensor for its
+    elements. Anything else that is not a sequence is refused, naming ``op``."""
     if isinstance(normalized_shape, int):
         return [normalized_shape]
+    if _np is not None and isinstance(normalized_shape, (_np.integer, _np.ndarray)):
+        # Under torch.compile a NumPy integer is traced as a 0-dim array: index it as one.
+        if normalized_shape.ndim == 0:
+            return [operator.index(normalized_shape)]
+        return [operator.index(s) for s in normalized_shape]
+    if isinstance(normalized_shape, torch.Tensor):
+        if normalized_shape.dim() <= 1 and not (
+            normalized_shape.is_floating_point() or normalized_shape.is_complex()
+            or normalized_shape.dtype == torch.bool
+        ):
+            return [int(s) for s in normalized_shape.reshape(-1)]
+        raise TypeError(
+            f"{op}: normalized_shape must be an int or a sequence of ints, got a {normalized_shape.dim()}-dim "
+            f"{normalized_shape.dtype} tensor; pass the sizes as ints, e.g. list(x.shape[-1:])"
+        )
     if isinstance(normalized_shape, numbers.Integral):
         return [operator.index(normalized_shape)]
+    if not isinstance(normalized_shape, Sequence):
+        raise TypeError(
+            f"{op}: normalized_shape must be an int or a sequence of ints, got "
+            f"{type(normalized_shape).__name__}; pass e.g. x.shape[-1] or list(x.shape[-k:])"
+        )
     return list(normalized_shape)
 
 
-def _refuse_tensor_eps(op: str) -> None:
-    # torch.ops would turn a 0-dim tensor into a float in eager mode only
-    # (under torch.compile that is a data-dependent read); refused in both.
-    raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
+def _as_eps(eps: float, op: str) -> float:
+    """``eps`` as the op takes it. A tensor is refused: torch.ops would turn a 0-dim
+    one into a float in eager mode only (under torch.compile that is a data-dependent
+    read)."""
+    if isinstance(eps, torch.Tensor):
+        raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
+    return eps
+
+
+def _check_out(out: object, op: str) -> None:
+    if out is not None and not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"{op}: out must be a tensor or None, got {type(out).__name__}; pass out=torch.empty_like(x)"
+        )
 
 
 def rms_norm(
@@ -78,9 +116,11 @@ def rms_norm(
         result = _C.rms_norm(x, normalized_shape, weight, eps, out)
         if result is not NotImplemented:
             return result
-    if isinstance(eps, torch.Tensor):
-        _refuse_tensor_eps("spyre_ops.rms_norm")
-    shape = [normalized_shape] if isinstance(normalized_shape, int) else _as_shape(normalized_shape)
+    op = "spyre_ops.rms_norm"
+    eps = _as_eps(eps, op)
+    shape = _as_shape(normalized_shape, op)
+    _check_out(out, op)
+    _nested.check_normalized_dims("spyre::rms_norm", x, shape)
     if out is not None:
         if not out.is_contiguous() and torch.compiler.is_compiling():
             # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
@@ -112,9 +152,9 @@ def fused_add_rms_norm(
         result = _C.fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
         if result is not NotImplemented:
             return result
-    if isinstance(eps, torch.Tensor):
-        _refuse_tensor_eps("spyre_ops.fused_add_rms_norm")
-    return torch.ops.spyre.fused_add_rms_norm(x, residual, _as_shape(normalized_shape), weight, eps)
+    op = "spyre_ops.fused_add_rms_norm"
+    eps = _as_eps(eps, op)
+    return torch.ops.spyre.fused_add_rms_norm(x, residual, _as_shape(normalized_shape, op), weight, eps)
 
 
 def fused_add_rms_norm_(
@@ -130,6 +170,6 @@ def fused_add_rms_norm_(
     if not torch.compiler.is_dynamo_compiling():
         if _C.fused_add_rms_norm_(x, residual, normalized_shape, weight, eps) is not NotImplemented:
             return None
-    if isinstance(eps, torch.Tensor):
-        _refuse_tensor_eps("spyre_ops.fused_add_rms_norm_")
-    torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape), weight, eps)
+    op = "spyre_ops.fused_add_rms_norm_"
+    eps = _as_eps(eps, op)
+    torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape, op), weight, eps)

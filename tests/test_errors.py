@@ -102,3 +102,59 @@ def test_wrappers_accept_int_shape_and_validate():
     assert spyre_ops.rms_norm(t(2, 8), 8).shape == (2, 8)
     with pytest.raises(RuntimeError, match="does not match the trailing dimensions"):
         spyre_ops.rms_norm(t(2, 8), 9)
+
+
+def _compiled(fn):
+    torch._dynamo.reset()
+    return torch.compile(fn, backend="eager", fullgraph=True)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_out_that_is_not_a_tensor_names_the_argument(compiled):
+    call = lambda x: spyre_ops.rms_norm(x, 8, None, 1e-5, out=[1])  # noqa: E731
+    with pytest.raises(Exception, match=r"spyre_ops.rms_norm: out must be a tensor or None, got list"):
+        (_compiled(call) if compiled else call)(t(2, 8))
+
+
+def test_normalized_shape_as_an_integer_tensor_is_one_dim():
+    x = t(3, 8)
+    expected = spyre_ops.rms_norm(x, 8)
+    assert torch.equal(spyre_ops.rms_norm(x, torch.tensor(8)), expected)
+    assert torch.equal(spyre_ops.rms_norm(x, torch.tensor([8])), expected)
+    with pytest.raises(TypeError, match=r"spyre_ops.rms_norm: normalized_shape must be an int or a sequence "
+                       r"of ints, got a 0-dim torch.float32 tensor"):
+        spyre_ops.rms_norm(x, torch.tensor(8.0))
+    with pytest.raises(TypeError, match=r"spyre_ops.fused_add_rms_norm: normalized_shape must be an int or a "
+                       r"sequence of ints, got float"):
+        spyre_ops.fused_add_rms_norm(x, x, 8.0)
+
+
+def test_jit_trace_of_a_shape_argument():
+    # torch.jit.trace hands x.shape[-1] over as a 0-dim tensor.
+    x = t(3, 8)
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(lambda a: spyre_ops.rms_norm(a, a.shape[-1]), (x,))
+    assert torch.equal(traced(x), spyre_ops.rms_norm(x, 8))
+
+
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference_mode"])
+def test_strided_nested_weight_is_refused_by_name(mode):
+    weight = torch.nested.nested_tensor([torch.randn(8), torch.randn(8)])
+    context = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[mode]
+    message = "spyre::{}: weight is a nested tensor with the strided layout; only jagged nested tensors"
+    with context():
+        with pytest.raises(RuntimeError, match=message.format("rms_norm")):
+            spyre_ops.rms_norm(t(2, 8), 8, weight)
+        with pytest.raises(RuntimeError, match=message.format("fused_add_rms_norm")):
+            spyre_ops.fused_add_rms_norm(t(2, 8), t(2, 8), 8, weight)
+        with pytest.raises(RuntimeError, match=message.format("rms_norm.out")):
+            spyre_ops.rms_norm(t(2, 8), 8, weight, out=t(2, 8))
+
+
+def test_jagged_ragged_dim_is_a_runtime_error_naming_it():
+    nt = torch.nested.nested_tensor([torch.randn(2, 8), torch.randn(3, 8)], layout=torch.jagged)
+    for call in (lambda: spyre_ops.rms_norm(nt, [nt.shape[1], 8]),
+                 lambda: spyre_ops.fused_add_rms_norm(nt, nt, [nt.shape[1], 8])):
+        with pytest.raises(RuntimeError, match=r"x is a jagged nested tensor whose ragged dimension \(dim 1\) is "
+                           "among the normalized dimensions"):
+            call()
