@@ -12,6 +12,7 @@ the real inputs' aliasing; its kernel runs them again on real tensors.
 from __future__ import annotations
 
 import torch
+from torch._library.effects import EffectType
 
 from . import _checks
 
@@ -29,6 +30,13 @@ def check_rms_norm_out(
 ) -> None:
     """Raises what ``rms_norm.out(x, normalized_shape, weight, eps, out=out)`` would raise."""
     _check(x, normalized_shape, weight, eps, out)
+
+
+# Effectful, so that graph passes keep the call (it returns nothing) and it runs,
+# on the real tensors, in every call of the compiled graph: an overlap of out
+# with x or weight in a later call's inputs (which Dynamo's guards do not look
+# at) is then refused as eager mode refuses it.
+torch.library._register_effectful_op("spyre::_check_rms_norm_out", EffectType.ORDERED)
 
 
 @check_rms_norm_out.register_fake

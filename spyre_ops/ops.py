@@ -122,11 +122,13 @@ def rms_norm(
     _check_out(out, op)
     _nested.check_normalized_dims("spyre::rms_norm", x, shape)
     if out is not None:
+        if torch.compiler.is_compiling():
+            # The checks of out as eager mode makes them, in the compiled graph too (see
+            # _out_checks): functionalized, rms_norm.out is a functional call and a copy.
+            torch.ops.spyre._check_rms_norm_out(x, shape, weight, eps, out)
         if not out.is_contiguous() and torch.compiler.is_compiling():
             # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
-            # the op writes a contiguous buffer, copied into out, after the checks
-            # eager mode makes on out itself (see _out_checks).
-            torch.ops.spyre._check_rms_norm_out(x, shape, weight, eps, out)
+            # the op writes a contiguous buffer, copied into out.
             buffer = torch.empty_like(out, memory_format=torch.contiguous_format)
             torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=buffer)
             return out.copy_(buffer)

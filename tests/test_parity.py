@@ -85,6 +85,33 @@ def test_strided_views_of_different_buffers_are_computed():
     torch.testing.assert_close(r, expected_sum, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend,layout", [("aot_eager", "contiguous"), ("aot_eager", "strided"),
+                                            ("inductor", "contiguous")])
+def test_overlap_in_a_later_call_is_refused_by_the_compiled_graph(backend, layout):
+    # Compiled for a weight apart from out, called with a weight inside out (same
+    # shapes and strides, so no recompile): the compiled graph refuses it as eager does.
+    def make_out():
+        return torch.randn(8, 8) if layout == "contiguous" else torch.randn(8, 16)[:, ::2]
+
+    def apart_weight():
+        return torch.randn(8) if layout == "contiguous" else torch.randn(16)[::2]
+
+    fn = lambda x, w, out: spyre_ops.rms_norm(x, 8, w, 1e-5, out=out)  # noqa: E731
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend=backend, fullgraph=True)
+    x = torch.randn(8, 8)
+    out, w = make_out(), apart_weight()
+    assert compiled(x, w, out) is out
+    assert_close_to_ref(out, rms_norm_ref(x, [8], w, 1e-5))
+    out = make_out()
+    with pytest.raises(RuntimeError) as eager:
+        fn(x, out[0], out)
+    with pytest.raises(RuntimeError) as in_graph:
+        compiled(x, out[0], out)
+    assert "spyre::rms_norm.out: weight shares memory with out" in str(eager.value)
+    assert str(eager.value) in str(in_graph.value)
+
+
 def test_overlap_refused_under_inductor_too():
     fn, make_args, message = OVERLAPS[0][1:]
     eager, compiled = _eager_and_compiled_errors(fn, *make_args(), backend="inductor")
