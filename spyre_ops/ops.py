@@ -71,6 +71,13 @@ def _as_eps(eps: float, op: str) -> float:
     read)."""
     if isinstance(eps, torch.Tensor):
         raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
+    if _np is not None and isinstance(eps, (_np.floating, _np.ndarray)) and torch.compiler.is_dynamo_compiling():
+        # Dynamo traces a NumPy scalar as a 0-dim tensor: its value is data, not the
+        # constant the op's float eps must be.
+        raise TypeError(
+            f"{op}: eps is a NumPy scalar, which torch.compile traces as a tensor, not a constant; "
+            "pass a Python float (float(eps)) to the compiled function"
+        )
     return eps
 
 

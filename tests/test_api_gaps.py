@@ -42,6 +42,16 @@ def test_numpy_integer_sizes_under_compile(op):
     assert_close_to_ref(compiled(x, (np.int64(8),), w), expected)
 
 
+def test_numpy_eps_eager_and_compiled():
+    x, w = torch.randn(3, 8), torch.rand(8) + 0.5
+    assert_close_to_ref(spyre_ops.rms_norm(x, 8, w, np.float32(1e-3)), rms_norm_ref(x, [8], w, float(np.float32(1e-3))))
+    # Dynamo traces a NumPy scalar as a tensor (data, never the constant a float eps
+    # must be): refused naming the argument and the fix, not with Dynamo's op-resolution error.
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"spyre_ops.rms_norm: eps is a NumPy scalar.*pass a Python float"):
+        torch.compile(spyre_ops.rms_norm, backend="eager", fullgraph=True)(x, 8, w, np.float32(1e-3))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_eps_none_is_torch_default(dtype):
     ours = spyre_ops.nn.RMSNorm(16, eps=None).to(dtype)
