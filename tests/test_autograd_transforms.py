@@ -133,3 +133,19 @@ def test_transforms_refuse_what_eager_refuses():
         grad(lambda x: spyre_ops.rms_norm(x, 8, w[:4], EPS).sum())(x)
     with pytest.raises(RuntimeError, match="spyre::fused_add_rms_norm: residual has shape"):
         jvp(lambda x: ours_fused(x, r[:2], w)[0], (x,), (x,))
+
+
+def test_compiled_grad_matches_functional():
+    x, _, w = _inputs(9)
+    torch._dynamo.reset()
+    got = torch.compile(grad(lambda x: ours(x, w).sin().sum()), backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(got, grad(lambda x: theirs(x, w).sin().sum())(x), **TOL)
+
+
+def test_module_parameters_under_functional_call():
+    m = spyre_ops.nn.RMSNorm(8, eps=EPS).double()
+    x, _, w = _inputs(10)
+    with torch.no_grad():
+        m.weight.copy_(w)
+    got = grad(lambda p: torch.func.functional_call(m, p, (x,)).sin().sum())(dict(m.named_parameters()))
+    torch.testing.assert_close(got["weight"], grad(lambda w: theirs(x, w).sin().sum())(w), **TOL)
