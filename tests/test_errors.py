@@ -92,10 +92,12 @@ def test_devices_must_match():
 
 def test_inplace_refuses_overlapping_tensors():
     x = t(4, 8)
-    with pytest.raises(RuntimeError, match="single memory location|overlap"):
+    with pytest.raises(RuntimeError, match="spyre::fused_add_rms_norm_: x and residual overlap, and the op writes both"):
         ops.fused_add_rms_norm_(x, x, [8], None, 1e-5)
-    with pytest.raises(RuntimeError, match="single memory location|overlap"):
+    with pytest.raises(RuntimeError, match=r"spyre::fused_add_rms_norm_: x overlaps itself \(an expanded tensor\)"):
         ops.fused_add_rms_norm_(t(1, 8).expand(4, 8), t(4, 8), [8], None, 1e-5)
+    with pytest.raises(RuntimeError, match=r"spyre::rms_norm.out: out overlaps itself \(an expanded tensor\)"):
+        ops.rms_norm.out(t(4, 8), [8], None, 1e-5, out=t(1, 8).expand(4, 8))
 
 
 def test_wrappers_accept_int_shape_and_validate():
