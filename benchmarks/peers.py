@@ -83,6 +83,27 @@ def vllm_fresh_call(x: torch.Tensor, w: torch.Tensor, eps: float) -> Callable[[]
     return call
 
 
+def qk_calls(tokens: int, hidden: int, head_dim: int, dtype: torch.dtype, vllm: bool) -> dict[str, Callable[[], object]]:
+    """The per-head q/k norm columns: q = qkv[:, :hidden].view(tokens, heads, head_dim),
+    a view of a fused qkv tensor, normalized over each head (see row_throughput.py --qk)."""
+    g = torch.Generator().manual_seed(tokens * 100003 + hidden)
+    qkv = torch.randn(tokens, 3 * hidden, generator=g).to(dtype)
+    q = qkv[:, :hidden].view(tokens, hidden // head_dim, head_dim)
+    w = (1 + 0.1 * torch.randn(head_dim, generator=g)).to(dtype)
+    y = torch.empty(q.shape, dtype=dtype)
+    calls: dict[str, Callable[[], object]] = {
+        "copy": lambda: y.copy_(q),
+        "F.rms_norm": lambda: F.rms_norm(q, (head_dim,), w, EPS),
+        "spyre_qk": lambda: spyre_ops.rms_norm(q, head_dim, w, EPS),
+        "spyre_qk_contig": lambda: spyre_ops.rms_norm(q.contiguous(), head_dim, w, EPS),
+    }
+    if vllm:
+        qc = q.contiguous()
+        calls["vllm"] = lambda: torch.ops._C.rms_norm(y, q.contiguous(), w, EPS)
+        calls["vllm_contig"] = lambda: torch.ops._C.rms_norm(y, qc, w, EPS)
+    return calls
+
+
 def load_emulator() -> torch.device | None:
     """The emulated spyre device, when spyre_ops ships one; else None."""
     try:

@@ -5,6 +5,7 @@ Usage::
     python benchmarks/row_throughput.py                       # this build
     python benchmarks/row_throughput.py --builds OLD NEW      # several builds, same run
     python benchmarks/row_throughput.py --dtypes bf16 --hidden 4096 --tokens 32,256
+    python benchmarks/row_throughput.py --qk --dtypes bf16 --hidden 4096 --tokens 64 --us
 
 For fp32/bf16/fp16 rows of 2048-8192 at 32-256 tokens (decode: a row in L1/L2,
 the tensor in L2/L3), each round times one batch (at least 2 ms) of every column,
@@ -15,8 +16,15 @@ median > 0.25) is marked ``~``. Columns:
 ``y``), ``spyre`` (the functional op), ``spyre_out`` (``out=y``); with ``--fused``
 the residual-add ops instead: ``vllm_fused_`` (vLLM's in-place
 ``_C.fused_add_rms_norm``), ``spyre_fused`` and ``spyre_fused_`` (in place), which
-move twice the bytes (fraction of ``copy`` counted in bytes). Printed: elements
-per ns and the fraction of ``copy``; then the marginal rate per column,
+move twice the bytes (fraction of ``copy`` counted in bytes); with ``--qk`` the
+per-head q/k norm (``hidden`` = heads x 128) on ``q = qkv[:, :hidden].view(tokens,
+heads, 128)``, a view of a fused qkv tensor (row stride 128 within a token, 3 x
+hidden between tokens): ``copy`` (``y.copy_(q)``, the copy alone), ``F.rms_norm``
+on the view, ``vllm`` (vLLM's ``_C.rms_norm`` on ``q.contiguous()``: it reads a
+3-D strided view wrongly), ``vllm_contig`` (its kernel alone, on a contiguous q
+made beforehand), ``spyre_qk`` (``spyre_ops.rms_norm`` on the view) and
+``spyre_qk_contig`` (on ``q.contiguous()``). Printed: elements per ns (``--us``:
+microseconds per call) and the fraction of ``copy``; then the marginal rate per column,
 (elements at the most tokens - at the fewest) / (difference of their times),
 which leaves out the fixed cost of a call. Always one thread, under
 ``torch.inference_mode()``.
@@ -41,11 +49,13 @@ import time
 TOKENS = (32, 64, 128, 256)
 HIDDEN = (2048, 4096, 8192)
 DTYPES = ("fp32", "bf16", "fp16")
-#: (vLLM's column, spyre_ops' columns, bytes moved per element in units of copy's)
+#: (the peers' columns, copy first; spyre_ops' columns; bytes moved per element in units of copy's)
 MODES = {
-    "rms_norm": ("vllm_out", ("spyre", "spyre_out"), 1),
-    "fused": ("vllm_fused_", ("spyre_fused", "spyre_fused_"), 2),
+    "rms_norm": (("copy", "vllm_out"), ("spyre", "spyre_out"), 1),
+    "fused": (("copy", "vllm_fused_"), ("spyre_fused", "spyre_fused_"), 2),
+    "qk": (("copy", "F.rms_norm", "vllm", "vllm_contig"), ("spyre_qk", "spyre_qk_contig"), 1),
 }
+HEAD_DIM = 128
 MIN_BATCH_S = 0.002
 
 
@@ -54,7 +64,7 @@ def worker() -> None:
     lines, answers with the columns' batch sizes or seconds per call."""
     import torch
 
-    from peers import EPS, Case, load_vllm_ops
+    from peers import EPS, Case, load_vllm_ops, qk_calls
 
     # Replies go to the original stdout; anything else printed goes to stderr.
     replies = os.fdopen(os.dup(1), "w")
@@ -69,6 +79,11 @@ def worker() -> None:
             if "case" in msg:
                 n, h, name = msg["case"]
                 dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+                if msg["mode"] == "qk":
+                    calls = {k: f for k, f in qk_calls(n, h, HEAD_DIM, dtype, vllm).items() if k in msg["columns"]}
+                    batches = {k: batch_size(f) for k, f in calls.items()}
+                    print(json.dumps(batches), file=replies, flush=True)
+                    continue
                 c = Case(n, h, dtype)
                 x, r, w, y = c.x, c.residual, c.weight, torch.empty_like(c.x)
                 # The in-place ops keep normalizing x and adding it into the
@@ -146,6 +161,8 @@ def main() -> int:
     p.add_argument("--stat", choices=("median", "min"), default="median", help="statistic over the rounds")
     p.add_argument("--json", metavar="FILE", help="also write the times (seconds per call) as JSON")
     p.add_argument("--fused", action="store_true", help="the residual-add ops instead of rms_norm")
+    p.add_argument("--qk", action="store_true", help="the per-head q/k norm on a view of a fused qkv tensor")
+    p.add_argument("--us", action="store_true", help="print microseconds per call instead of elements/ns")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -155,11 +172,13 @@ def main() -> int:
     builds = args.builds or [None]
     names = [os.path.basename(os.path.normpath(b)) if b else "this build" for b in builds]
     workers = [Worker(b) for b in builds]
-    print(f"# one thread; elements/ns (fraction of copy_), {args.stat} of {args.rounds} rounds;",
+    mode = "qk" if args.qk else "fused" if args.fused else "rms_norm"
+    unit = "us per call" if args.us else "elements/ns"
+    print(f"# {mode}, one thread; {unit} (fraction of copy_), {args.stat} of {args.rounds} rounds;",
           "builds:", ", ".join(f"[{i}] {n}" for i, n in enumerate(names)))
-    vllm_col, spyre_cols, nbytes = MODES["fused" if args.fused else "rms_norm"]
-    columns = ["copy", vllm_col, *spyre_cols]
-    head = ["case", "copy", vllm_col] + [f"{c}[{i}]" for i in range(len(builds)) for c in spyre_cols]
+    peer_cols, spyre_cols, nbytes = MODES[mode]
+    columns = [*peer_cols, *spyre_cols]
+    head = ["case", *peer_cols] + [f"{c}[{i}]" for i in range(len(builds)) for c in spyre_cols]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
     medians: dict[str, list[dict[str, float]]] = {}
     try:
@@ -167,7 +186,7 @@ def main() -> int:
             for h in args.hidden:
                 for n in args.tokens:
                     for wk in workers:
-                        wk.ask({"case": [n, h, dtype], "columns": columns})
+                        wk.ask({"case": [n, h, dtype], "columns": columns, "mode": mode})
                     rounds: list[dict[str, list[float]]] = [{} for _ in workers]
                     for _ in range(args.rounds):
                         for i, wk in enumerate(workers):
@@ -177,11 +196,11 @@ def main() -> int:
                     med = [{k: stat(v) for k, v in r.items()} for r in rounds]
                     noisy = [{k for k, v in r.items() if spread(v) > 0.25} for r in rounds]
                     medians[f"{n}x{h} {dtype}"] = med
-                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy, vllm_col, spyre_cols, nbytes)
+                    print_row(f"{n}x{h} {dtype}", n * h, med, noisy, peer_cols, spyre_cols, nbytes, args.us)
     finally:
         for wk in workers:
             wk.close()
-    print_marginal(medians, args, len(builds), vllm_col, spyre_cols)
+    print_marginal(medians, args, len(builds), peer_cols, spyre_cols)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"builds": names, "seconds_per_call": medians}, f, indent=1)
@@ -194,30 +213,31 @@ def spread(v: list[float]) -> float:
     return (q[2] - q[0]) / statistics.median(v)
 
 
-def rate(elements: int, seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{elements / seconds / 1e9:.2f}"
+def rate(elements: int, seconds: float | None, us: bool = False) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds * 1e6:.1f}" if us else f"{elements / seconds / 1e9:.2f}"
 
 
 def print_row(case: str, elements: int, med: list[dict[str, float]], noisy: list[set[str]],
-              vllm_col: str, spyre_cols: tuple[str, ...], nbytes: int) -> None:
+              peer_cols: tuple[str, ...], spyre_cols: tuple[str, ...], nbytes: int, us: bool) -> None:
     def mark(i: int, c: str) -> str:
         return "~" if c in noisy[i] else ""
 
-    cells = [case, rate(elements, med[0]["copy"]) + mark(0, "copy"),
-             rate(elements, med[0].get(vllm_col)) + mark(0, vllm_col)]
+    cells = [case] + [rate(elements, med[0].get(c), us) + mark(0, c) for c in peer_cols]
     for i, m in enumerate(med):
         for c in spyre_cols:
-            cells.append(f"{rate(elements, m[c])}{mark(i, c)} ({nbytes * m['copy'] / m[c]:.2f})")
+            cells.append(f"{rate(elements, m[c], us)}{mark(i, c)} ({nbytes * m['copy'] / m[c]:.2f})")
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
-def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int, vllm_col: str,
+def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int, peer_cols: tuple[str, ...],
                    spyre_cols: tuple[str, ...]) -> None:
     lo, hi = min(args.tokens), max(args.tokens)
     if lo == hi:
         return
     print(f"\n# marginal elements/ns, {lo} -> {hi} tokens (fixed cost per call left out)")
-    head = ["rows", "copy", vllm_col] + [f"{c}[{i}]" for i in range(nbuilds) for c in spyre_cols]
+    head = ["rows", *peer_cols] + [f"{c}[{i}]" for i in range(nbuilds) for c in spyre_cols]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
     for dtype in args.dtypes:
         for h in args.hidden:
@@ -229,7 +249,7 @@ def print_marginal(medians: dict, args: argparse.Namespace, nbuilds: int, vllm_c
                     return "n/a"
                 return rate(extra, b[i][c] - a[i][c])
 
-            cells = [f"{h} {dtype}", marginal(0, "copy"), marginal(0, vllm_col)]
+            cells = [f"{h} {dtype}"] + [marginal(0, c) for c in peer_cols]
             cells += [marginal(i, c) for i in range(nbuilds) for c in spyre_cols]
             print("| " + " | ".join(cells) + " |")
 

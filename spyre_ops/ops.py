@@ -104,7 +104,9 @@ def rms_norm(
 
     Args:
         x: float32, float64, float16 or bfloat16 tensor of any shape whose
-            trailing dimensions equal ``normalized_shape``; need not be contiguous.
+            trailing dimensions equal ``normalized_shape``; need not be contiguous
+            (on CPU, rows that are contiguous in those dimensions are read where
+            they are, e.g. per-head q/k views of a fused qkv tensor, without a copy).
         normalized_shape: the trailing dimensions to normalize over (an int for one).
         weight: optional scale of shape ``normalized_shape``, any of those float
             dtypes (a float32 weight with bfloat16 ``x`` is fine), on ``x``'s device.

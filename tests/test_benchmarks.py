@@ -70,6 +70,17 @@ def test_row_throughput_times_every_column_of_two_builds(tmp_path):
     assert "marginal elements/ns, 2 -> 4 tokens" in r.stdout and "| 64 bf16 |" in r.stdout
 
 
+def test_row_throughput_times_the_qk_norm_on_a_view(tmp_path):
+    out = tmp_path / "qk.json"
+    r = _run("row_throughput.py", "--qk", "--tokens", "2", "--hidden", "256", "--dtypes", "bf16",
+             "--rounds", "3", "--us", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    (times,) = json.loads(out.read_text())["seconds_per_call"]["2x256 bf16"]
+    for column in ("copy", "F.rms_norm", "spyre_qk", "spyre_qk_contig"):
+        assert times[column] > 0, column
+    assert "us per call" in r.stdout and "| 2x256 bf16 |" in r.stdout
+
+
 @pytest.mark.skipif(shutil.which("objdump") is None or shutil.which("nm") is None, reason="needs binutils")
 def test_loop_instructions_counts_the_row_loops_of_the_built_module():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "loop_instructions.py")], capture_output=True,

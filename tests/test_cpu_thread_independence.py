@@ -1,7 +1,8 @@
 """CPU kernel results do not depend on the thread count, and use the built SIMD capability.
 
-Each row is reduced by one thread in a fixed order, so 1 and 2 threads must give
-identical bits. The runs happen in fresh subprocesses, where
+Each row is reduced by one thread in a fixed order (long rows in blocks), and
+each weight-gradient column over the rows in a fixed order, so 1 and 2 threads
+must give identical bits, for contiguous and strided rows alike. The runs happen in fresh subprocesses, where
 ``torch.set_num_threads`` takes effect before any parallel region.
 """
 
@@ -36,6 +37,14 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
     xi, ri = x.clone(), r.clone()
     spyre_ops.fused_add_rms_norm_(xi, ri, 1037, w)
     results[name + " fused_"] = torch.stack([xi, ri])
+    grads = torch.ops.spyre.rms_norm_backward(r, x, [1037], w, 1e-5)
+    results[name + " backward"] = torch.cat([t.flatten() for t in grads])
+    q = (2 * torch.randn(40, 3 * 8 * 64, generator=g)).to(dtype)[:, 8 * 64 : 16 * 64].view(40, 8, 64)
+    results[name + " strided"] = spyre_ops.rms_norm(q, 64, w[:64])
+    long = torch.randn(4, 20000, generator=g).to(dtype)
+    results[name + " long"] = spyre_ops.rms_norm(long, 20000, None)
+    results[name + " long backward"] = torch.cat(
+        [t.flatten() for t in torch.ops.spyre.rms_norm_backward(long, long, [20000], long[0], 1e-5)])
 torch.save(results, sys.argv[2])
 """
 
@@ -53,7 +62,7 @@ def _run(threads: int, path: Path) -> dict[str, torch.Tensor]:
 def test_one_and_two_threads_give_identical_bits(tmp_path):
     one = _run(1, tmp_path / "one.pt")
     two = _run(2, tmp_path / "two.pt")
-    assert one.keys() == two.keys() and len(one) == 16
+    assert one.keys() == two.keys() and len(one) == 4 * 8
     for key in one:
         assert torch.equal(one[key], two[key]), key
     # And the same bits as this process computes with its own thread count.

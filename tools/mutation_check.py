@@ -50,34 +50,55 @@ MUTATIONS = [
     Mutation(
         "bf16-truncate",
         "csrc/cpu/vec_lanes.h",
-        "  static void store(c10::BFloat16* p, int64_t n, const V& a, const V& b) {\n"
-        "    const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(b, a);",
-        "  static void store(c10::BFloat16* p, int64_t n, const V& a, const V& b) {\n"
+        "  static __m512i round_fast(const V& a, const V& b) {\n"
+        "    return (__m512i)_mm512_cvtne2ps_pbh(b, a);",
+        "  static __m512i round_fast(const V& a, const V& b) {\n"
         "    const __m512 hi = _mm512_castsi512_ps(_mm512_set1_epi32(0xFFFF0000));\n"
-        "    const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(_mm512_and_ps(b, hi), _mm512_and_ps(a, hi));",
+        "    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_and_ps(b, hi), _mm512_and_ps(a, hi));",
         (f"{CPU_GUARDS}::test_16bit_outputs_are_rounded_to_nearest",),
         needs="bf16",
     ),
     Mutation(
-        "fused-unrounded-sum",
+        "fused-normalizes-x-not-the-sum",
         "csrc/cpu/rms_norm_rows.h",
-        "L::store_rounded(residual_out + j, n, a, b);",
-        "L::store(residual_out + j, n, a, b);",
+        "    src = residual_out;\n",
+        "    src = x;\n",
         (f"{CPU_GUARDS}::test_fused_op_normalizes_the_rounded_sum",),
     ),
     Mutation(
         "backward-ignores-eps",
         "csrc/cpu/rms_norm_backward.cpp",
-        "inverse_rms<T, Acc>(xr, cols, sumsq, eps_acc)",
-        "inverse_rms<T, Acc>(xr, cols, sumsq, Acc(0))",
+        "inverse_rms<T, Acc>(xr, cols, sumsq, eps)",
+        "inverse_rms<T, Acc>(xr, cols, sumsq, 0.0)",
         (f"{CPU_GUARDS}::test_backward_uses_eps",),
     ),
     Mutation(
         "forward-mean-off-by-one",
         "csrc/cpu/rms_norm_rows.h",
-        "return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + eps);",
-        "return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols + (cols > 64)) + eps);",
+        "const Acc inv = Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + static_cast<Acc>(eps));",
+        "const Acc inv = Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols + (cols > 64)) + static_cast<Acc>(eps));",
         (f"{CPU_GUARDS}::test_16bit_outputs_are_rounded_to_nearest",),
+    ),
+    Mutation(
+        "row-layout-merges-any-dims",
+        "csrc/cpu/row_layout.cpp",
+        "merges = strides_[(sizes_.size() - 1) * kTensors + j] == stride[j] * size;",
+        "merges = true;",
+        ("tests/test_cpu_strided_rows.py::test_functional_ops_give_the_bits_of_the_contiguous_call",),
+    ),
+    Mutation(
+        "long-row-sums-unblocked",
+        "csrc/cpu/rms_norm_rows.h",
+        "constexpr int64_t kSumBlock = 8192;",
+        "constexpr int64_t kSumBlock = int64_t(1) << 40;",
+        ("tests/test_cpu_long_sums.py::test_forward_row_of_2_26",),
+    ),
+    Mutation(
+        "weight-gradient-summed-in-float",
+        "csrc/cpu/rms_norm_backward.cpp",
+        "a[j] += static_cast<double>(static_cast<Acc>(gr[j])) * static_cast<double>(static_cast<Acc>(xr[j])) * s;",
+        "a[j] = static_cast<float>(a[j] + static_cast<float>(gr[j]) * static_cast<float>(xr[j]) * float(s));",
+        ("tests/test_cpu_long_sums.py::test_weight_gradient_over_2_20_tokens",),
     ),
     Mutation(
         "spyre-row-padding",

@@ -9,12 +9,15 @@
 #include "fresh_output.h"
 #include "kernels.h"
 #include "rms_norm_rows.h"
+#include "row_layout.h"
 
 namespace spyre_ops::cpu {
 namespace {
 
-// Runs rms_norm_rows on contiguous tensors, choosing how the weight is read:
-// as x's own dtype, as the accumulator dtype, or converted to the latter.
+// Runs rms_norm_rows on tensors of x's shape whose rows (the last `row_dims`
+// dims) are each contiguous, where they are, whatever their leading strides;
+// chooses how the weight is read: as x's own dtype, as the accumulator dtype,
+// or converted to the latter.
 void launch(
     const at::Tensor& x,
     const at::Tensor* residual,
@@ -22,17 +25,20 @@ void launch(
     const std::optional<at::Tensor>& weight,
     at::Tensor& y,
     RowShape shape,
+    int64_t row_dims,
     double eps) {
   if (shape.rows == 0 || shape.cols == 0) {
     return;
   }
+  const RowLayout rows_at({&x, residual, residual_out, &y}, row_dims);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "spyre_rms_norm", [&] {
     using T = scalar_t;
     using Acc = typename AccOf<T>::type;
     const T* res = residual ? residual->const_data_ptr<T>() : nullptr;
     T* res_out = residual_out ? residual_out->data_ptr<T>() : nullptr;
     auto run = [&](const auto* w) {
-      rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps);
+      rms_norm_rows(
+          x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), rows_at, shape.rows, shape.cols, eps);
     };
     // A 16-bit weight is widened once per call, unless there are too few rows
     // for that to pay for its own allocation and conversion, or the row loop
@@ -51,6 +57,15 @@ void launch(
   });
 }
 
+// Whether the row loop may write `written` where it is while reading `read`
+// (rows of x's shape): its rows are contiguous, and it either shares no memory
+// with `read` or is laid out exactly as it (each row is read before it is written).
+bool writes_in_place(const at::Tensor& written, const at::Tensor& read, int64_t row_dims) {
+  return has_contiguous_rows(written, row_dims) &&
+      (!may_overlap(written, read) ||
+       (written.const_data_ptr() == read.const_data_ptr() && written.strides().equals(read.strides())));
+}
+
 }  // namespace
 
 at::Tensor rms_norm(
@@ -59,9 +74,10 @@ at::Tensor rms_norm(
     const std::optional<at::Tensor>& weight,
     double eps) {
   const RowShape shape = check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps);
-  const at::Tensor xc = x.contiguous();
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  const at::Tensor xr = with_contiguous_rows(x, nd);
   at::Tensor y = fresh_output(x);
-  launch(xc, nullptr, nullptr, weight, y, shape, eps);
+  launch(xr, nullptr, nullptr, weight, y, shape, nd, eps);
   return y;
 }
 
@@ -75,12 +91,13 @@ at::Tensor& rms_norm_out(
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_out(op, x, out);
   check_out_overlaps(op, x, weight, out);
-  const at::Tensor xc = x.contiguous();
-  if (out.is_contiguous()) {
-    launch(xc, nullptr, nullptr, weight, out, shape, eps);
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  const at::Tensor xr = with_contiguous_rows(x, nd);
+  if (writes_in_place(out, xr, nd)) {
+    launch(xr, nullptr, nullptr, weight, out, shape, nd, eps);
   } else {
     at::Tensor y = at::empty(x.sizes(), x.options());
-    launch(xc, nullptr, nullptr, weight, y, shape, eps);
+    launch(xr, nullptr, nullptr, weight, y, shape, nd, eps);
     out.copy_(y);
   }
   return out;
@@ -95,11 +112,12 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
   const char* op = "spyre::fused_add_rms_norm";
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
-  const at::Tensor xc = x.contiguous();
-  const at::Tensor rc = residual.contiguous();
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  const at::Tensor xr = with_contiguous_rows(x, nd);
+  const at::Tensor rr = with_contiguous_rows(residual, nd);
   at::Tensor y = fresh_output(x);
   at::Tensor sum = fresh_output(x);
-  launch(xc, &rc, &sum, weight, y, shape, eps);
+  launch(xr, &rr, &sum, weight, y, shape, nd, eps);
   return {y, sum};
 }
 
@@ -115,10 +133,16 @@ void fused_add_rms_norm_(
   check_inplace_no_overlap(x, residual);
   check_weight_not_written(op, weight, "x", x);
   check_weight_not_written(op, weight, "residual", residual);
-  // Contiguous tensors are updated in place; others through contiguous copies.
+  // Tensors with contiguous rows that cannot share memory are updated where
+  // they are; others through contiguous copies.
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  if (has_contiguous_rows(x, nd) && has_contiguous_rows(residual, nd) && !may_overlap(x, residual)) {
+    launch(x, &residual, &residual, weight, x, shape, nd, eps);
+    return;
+  }
   at::Tensor xc = x.contiguous();
   at::Tensor rc = residual.contiguous();
-  launch(xc, &rc, &rc, weight, xc, shape, eps);
+  launch(xc, &rc, &rc, weight, xc, shape, nd, eps);
   if (!xc.is_same(x)) {
     x.copy_(xc);
   }

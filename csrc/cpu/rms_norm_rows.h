@@ -1,7 +1,8 @@
 // The row loop behind every CPU forward kernel: one row is read twice (sum of
 // squares, then scale) by one thread, in a fixed order, so results never depend
 // on the thread count. (They do depend on the SIMD width the kernels were built
-// for, which fixes the order of the float32 partial sums.)
+// for, which fixes the order of the float32 partial sums.) Rows are found through
+// a RowLayout: any strides of the leading dims, each row contiguous.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -11,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "row_layout.h"
 #include "vec_lanes.h"
 
 namespace spyre_ops::cpu {
@@ -103,13 +105,38 @@ C10_NOINLINE void normalize_row_exact(const T* row, const W* w, T* y, int64_t co
   }
 }
 
-// Sum of squares of one row of x, in four accumulators over two chunks at a
-// time (so the sum is not bound by the latency of one chain of multiply-adds);
+// Rows longer than kSumBlock elements are summed in blocks of kSumBlock: each
+// block in the SIMD accumulators, as a row of kSumBlock would be, and the block
+// sums added in double. The rounding error of a long float sum then grows as
+// that of one block (a few hundred additions per lane), not with the row's
+// length, and a row of up to kSumBlock elements is summed exactly as before
+// (one block, its sum rounded to Acc and back unchanged).
+constexpr int64_t kSumBlock = 8192;
+
+// block(j, n): the sum over elements [j, j + n) of a row, in Acc; n is
+// kSumBlock for all blocks but the last, which ends the row.
+template <typename Acc, typename Block>
+Acc blocked_sum(int64_t cols, const Block& block) {
+  if (C10_LIKELY(cols <= kSumBlock)) {
+    return block(int64_t(0), cols);
+  }
+  double total = 0;
+  int64_t j = 0;
+  for (; cols - j > kSumBlock; j += kSumBlock) {
+    total += static_cast<double>(block(j, kSumBlock));
+  }
+  total += static_cast<double>(block(j, cols - j));
+  return static_cast<Acc>(total);
+}
+
+// Sum of squares of one block of a row, in four accumulators over two chunks at
+// a time (so the sum is not bound by the latency of one chain of multiply-adds);
 // whole chunks without tail checks, then at most one partial chunk.
 template <typename T, typename Acc>
 Acc sum_squares(const T* src, int64_t cols) {
   using L = Lanes<T, Acc>;
   using V = Vectorized<Acc>;
+  static_assert(kSumBlock % (2 * L::K) == 0, "a block must be whole chunk pairs");
   V s0(Acc(0)), s1(Acc(0)), s2(Acc(0)), s3(Acc(0));
   int64_t j = 0;
   for (; j + 2 * L::K <= cols; j += 2 * L::K) {
@@ -147,49 +174,65 @@ C10_NOINLINE void add_row(const T* x, const T* residual, T* residual_out, int64_
   }
 }
 
+// Sum of squares of a whole row, in blocks (blocked_sum).
+template <typename T, typename Acc>
+Acc row_sum_squares(const T* src, int64_t cols) {
+  return blocked_sum<Acc>(cols, [src](int64_t j, int64_t n) { return sum_squares<T, Acc>(src + j, n); });
+}
+
+// float/double: sum of squares of one block of round(x + residual), written to
+// residual_out, in one pass: the squares from the registers (the sum is stored
+// as it is), with sum_squares' accumulators, chunk pairs and tail.
+template <typename T, typename Acc>
+Acc add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
+  static_assert(std::is_same_v<T, Acc>);
+  using L = Lanes<T, Acc>;
+  using V = Vectorized<Acc>;
+  V s0(Acc(0)), s1(Acc(0)), s2(Acc(0)), s3(Acc(0));
+  V a, b, c, d;
+  auto add = [&](int64_t j, int64_t n) {
+    L::load(x + j, n, a, b);
+    L::load(residual + j, n, c, d);
+    a = a + c;
+    b = b + d;
+    L::store_exact(residual_out + j, n, a, b);
+  };
+  int64_t j = 0;
+  for (; j + 2 * L::K <= cols; j += 2 * L::K) {
+    add(j, L::K);
+    s0 = at::vec::fmadd(a, a, s0);
+    s1 = at::vec::fmadd(b, b, s1);
+    add(j + L::K, L::K);
+    s2 = at::vec::fmadd(a, a, s2);
+    s3 = at::vec::fmadd(b, b, s3);
+  }
+  for (; j < cols; j += L::K) {
+    add(j, std::min<int64_t>(L::K, cols - j));
+    s0 = at::vec::fmadd(a, a, s0);
+    s1 = at::vec::fmadd(b, b, s1);
+  }
+  return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, (s0 + s2) + (s1 + s3));
+}
+
 // Sum of squares of one row of round(x + residual), written to residual_out
-// (the rounded sum is what gets normalized), in the same order as sum_squares
-// would take it from residual_out, so that the fused op normalizes its sum bit
-// for bit as rms_norm would normalize it:
-// * float/double: in one pass, the squares from the registers (the sum is
-//   stored as it is), with sum_squares' accumulators, chunk pairs and tail;
+// (the rounded sum is what gets normalized), in the same order as
+// row_sum_squares would take it from residual_out, so that the fused op
+// normalizes its sum bit for bit as rms_norm would normalize it:
+// * float/double: in one pass per block (add_sum_squares);
 // * 16-bit: the rounded sum is written first, then read back (from L1) by
-//   sum_squares itself. The second read costs less than squaring values
+//   row_sum_squares itself. The second read costs less than squaring values
 //   rounded in registers would (these rows are bound by instructions, and
 //   sum_squares reads 16-bit lanes with two instructions per 32 elements),
 //   where the float rows, bound by cache traffic, would lose by it.
 template <typename T, typename Acc>
-Acc add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
+Acc row_add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t cols) {
   if constexpr (!std::is_same_v<T, Acc>) {
     add_row<T, Acc>(x, residual, residual_out, cols);
-    return sum_squares<T, Acc>(residual_out, cols);
+    return row_sum_squares<T, Acc>(residual_out, cols);
   } else {
-    using L = Lanes<T, Acc>;
-    using V = Vectorized<Acc>;
-    V s0(Acc(0)), s1(Acc(0)), s2(Acc(0)), s3(Acc(0));
-    V a, b, c, d;
-    auto add = [&](int64_t j, int64_t n) {
-      L::load(x + j, n, a, b);
-      L::load(residual + j, n, c, d);
-      a = a + c;
-      b = b + d;
-      L::store_exact(residual_out + j, n, a, b);
-    };
-    int64_t j = 0;
-    for (; j + 2 * L::K <= cols; j += 2 * L::K) {
-      add(j, L::K);
-      s0 = at::vec::fmadd(a, a, s0);
-      s1 = at::vec::fmadd(b, b, s1);
-      add(j + L::K, L::K);
-      s2 = at::vec::fmadd(a, a, s2);
-      s3 = at::vec::fmadd(b, b, s3);
-    }
-    for (; j < cols; j += L::K) {
-      add(j, std::min<int64_t>(L::K, cols - j));
-      s0 = at::vec::fmadd(a, a, s0);
-      s1 = at::vec::fmadd(b, b, s1);
-    }
-    return at::vec::vec_reduce_all<Acc>([](V& p, V& q) { return p + q; }, (s0 + s2) + (s1 + s3));
+    return blocked_sum<Acc>(cols, [=](int64_t j, int64_t n) {
+      return add_sum_squares<T, Acc>(x + j, residual + j, residual_out + j, n);
+    });
   }
 }
 
@@ -261,10 +304,10 @@ void rms_norm_row(
   const T* src = x;
   Acc sumsq;
   if (residual != nullptr) {
-    sumsq = add_sum_squares<T, Acc>(x, residual, residual_out, cols);
+    sumsq = row_add_sum_squares<T, Acc>(x, residual, residual_out, cols);
     src = residual_out;
   } else {
-    sumsq = sum_squares<T, Acc>(x, cols);
+    sumsq = row_sum_squares<T, Acc>(x, cols);
   }
   if (C10_UNLIKELY(needs_exact_path(sumsq) || eps_needs_exact_path<Acc>(eps))) {
     normalize_row_exact(src, w, y, cols, eps);
@@ -281,7 +324,8 @@ void rms_norm_row(
 // y[r] = src[r] * inverse_rms(src[r]) * w, for rows [0, rows).
 // Without a residual, src = x. With one, src = round(x + residual), written to
 // residual_out first (which may alias residual; y may alias x).
-// w may be null (no weight); W is either T or Acc.
+// w may be null (no weight); W is either T or Acc. Row r of x, residual,
+// residual_out and y starts at the offsets rows_at gives it in slots 0-3.
 template <typename T, typename W>
 void rms_norm_rows(
     const T* x,
@@ -289,6 +333,7 @@ void rms_norm_rows(
     T* residual_out,
     const W* w,
     T* y,
+    const RowLayout& rows_at,
     int64_t rows,
     int64_t cols,
     double eps) {
@@ -297,13 +342,12 @@ void rms_norm_rows(
   // nothing reads it back soon, and they spare reading each line before writing it.
   constexpr int64_t kStreamBytes = int64_t(16) << 20;
   const bool stream_y = rows * cols * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
-  at::parallel_for(0, rows, grain, [=](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t o = r * cols;
+  at::parallel_for(0, rows, grain, [=, &rows_at](int64_t begin, int64_t end) {
+    rows_at.for_rows(begin, end, [=](int64_t, const RowLayout::Offsets& o) {
       rms_norm_row<T, W>(
-          x + o, residual ? residual + o : nullptr, residual ? residual_out + o : nullptr, w, y + o, cols, eps,
-          stream_y);
-    }
+          x + o[0], residual ? residual + o[1] : nullptr, residual ? residual_out + o[2] : nullptr, w, y + o[3],
+          cols, eps, stream_y);
+    });
     if (stream_y) {
       stream_fence();
     }
