@@ -22,6 +22,9 @@ Two families of norms are covered, each a list of transformers classes
   ``torch.nn.RMSNorm``, ...). transformers rounds the normalized row to the input
   dtype before multiplying by the weight; the library op multiplies in float32
   and rounds once (identical in float32, at most one rounding apart in 16 bits).
+  With a weight of another dtype (float32 weights, bfloat16 activations) the
+  result has the dtype the class returns: Llama's ``weight * x̂.to(input_dtype)``
+  the promoted one (the op then computes in it), OLMo-2's and torch's the input's.
 * ``"gemma"``: ``(1 + weight) * x / sqrt(mean(x^2) + eps)`` computed in float32
   and rounded once (Gemma, Gemma 2, Gemma 3): the op receives ``1 + weight`` in
   float32, one small add on the weight per call.
@@ -32,9 +35,13 @@ class's family. Before patching, each class's forward is checked against the
 family's formula on a random float32 input, so a class whose arithmetic differs
 from what its family assumes is refused too.
 
-The patched forward works on any device the ops have kernels for (CPU; spyre,
-the emulated device included) and under ``torch.compile(fullgraph=True)``,
-where each norm is one ``spyre::rms_norm`` node (``eps`` is a graph constant).
+The patched forward reads the module's eps on every call, as transformers does
+(``torch.nn.RMSNorm``'s ``eps=None``: the compute dtype's machine epsilon, as in
+torch). It works on any device the ops have kernels for (CPU; spyre, the emulated
+device included) and under ``torch.compile(fullgraph=True)``, where each norm is
+one library-op node (``eps`` a graph constant). A patched model pickles and
+``torch.save``s whole: each patched module reduces to its original class and
+family, and the patched class is made again where it is loaded.
 
 This module never imports transformers: it recognizes classes by name, so
 it imports (and :func:`patch` works on any ``torch.nn.Module`` tree) without
@@ -226,7 +233,10 @@ def _promotes(module: nn.Module) -> bool:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.nn.RMSNorm: "Mismatch dtype between input and weight"
         probe.weight.fill_(0.5)
-        out = type(module).forward(probe, torch.ones([2, *_normalized_shape(probe)], dtype=torch.bfloat16))
+        try:
+            out = type(module).forward(probe, torch.ones([2, *_normalized_shape(probe)], dtype=torch.bfloat16))
+        except (RuntimeError, TypeError):  # a class that takes no mixed dtypes: nothing to match
+            return False
     return isinstance(out, Tensor) and out.dtype == torch.float32
 
 
