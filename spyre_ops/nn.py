@@ -26,26 +26,64 @@ class _ConstantFloat(float):
 
 
 def _default_eps(dtype: torch.dtype) -> float:
-    """The eps ``torch.nn.RMSNorm(eps=None)`` uses for ``dtype``: the machine
+    """The eps ``torch.nn.RMSNorm(eps=None)`` uses for input ``dtype``: the machine
     epsilon of the dtype the normalization is computed in (float32 for the
-    16-bit dtypes). Written out so that TorchScript can compile it."""
+    16-bit dtypes), as torch's ``rms_norm`` picks it. Written out so that
+    TorchScript can compile it."""
     if dtype == torch.float64:
         return 2.220446049250313e-16
     return 1.1920928955078125e-07
+
+
+def _default_eps_of(x: torch.Tensor) -> float:
+    """:func:`_default_eps` of ``x``'s dtype: one call in a ``torch.fx`` graph, where
+    the dtype is known only when the graph runs."""
+    return _default_eps(x.dtype)
+
+
+def _rms_norm_or_fused(
+    x: torch.Tensor,
+    residual: Optional[torch.Tensor],
+    normalized_shape: List[int],
+    weight: Optional[torch.Tensor],
+    eps: Optional[float],
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """``RMSNorm.forward``'s choice, made when a ``torch.fx`` graph runs: the graph of
+    ``symbolic_trace(RMSNorm(n))`` has ``residual`` as an input that defaults to None."""
+    if eps is None:
+        eps = _default_eps(x.dtype)
+    if residual is None:
+        return torch.ops.spyre.rms_norm(x, normalized_shape, weight, eps)
+    return torch.ops.spyre.fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
+
+
+# Calls to these from this module are single nodes of torch.fx graphs (not traced through).
+torch.fx.wrap("_default_eps_of")
+torch.fx.wrap("_rms_norm_or_fused")
+
+
+def _is_default_input(value: object) -> bool:
+    """Whether ``value`` is a ``torch.fx`` graph input that defaults to None (a
+    forward argument the caller of ``symbolic_trace`` left at its default)."""
+    return (isinstance(value, torch.fx.Proxy) and value.node.op == "placeholder"
+            and value.node.args == (None,))
 
 
 class RMSNorm(nn.Module):
     """RMSNorm over the trailing ``hidden_size`` dims, computed by ``torch.ops.spyre.rms_norm``.
 
     Takes the arguments of ``torch.nn.RMSNorm`` (``hidden_size`` is its
-    ``normalized_shape``: an int, NumPy integer or sequence of ints; ``eps=None``
-    means the machine epsilon of the compute dtype, chosen at call time). Its
+    ``normalized_shape``: an int, NumPy integer or sequence of ints; ``eps=None``,
+    the default as in torch, means the machine epsilon of the compute dtype: float32's
+    for 16-bit and float32 inputs, float64's for float64, chosen at call time). Its
     state dict matches ``torch.nn.RMSNorm``'s (one ``weight`` entry when
     ``elementwise_affine``, none otherwise), so checkpoints load either way.
     It can be compiled with ``torch.compile`` and scripted with ``torch.jit.script``.
 
     ``forward(x)`` returns the normalized tensor; ``forward(x, residual)``
     returns ``(out, x + residual)`` through the fused op, as vLLM's RMSNorm does.
+    ``torch.fx.symbolic_trace`` of the module itself gives a graph that takes
+    ``residual`` as an optional input and picks the form when it runs.
     """
 
     __jit_unused_properties__ = ["eps"]  # TorchScript reads _eps directly
@@ -55,7 +93,7 @@ class RMSNorm(nn.Module):
     def __init__(
         self,
         hidden_size: ShapeLike,
-        eps: float | None = 1e-6,
+        eps: float | None = None,
         elementwise_affine: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -93,17 +131,25 @@ class RMSNorm(nn.Module):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """``rms_norm(x)``, or ``(rms_norm(x + residual), x + residual)`` with a residual."""
         eps = self._eps
-        if eps is None:
-            eps = _default_eps(x.dtype)
         if not torch.jit.is_scripting():
             if not torch.compiler.is_dynamo_compiling():
-                # Eager: the direct op call of spyre_ops.ops (NotImplemented: take torch.ops).
-                if residual is None:
-                    y = _C.rms_norm(x, self._shape, self.weight, eps, None)
+                if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace
+                    if _is_default_input(residual):
+                        return _rms_norm_or_fused(x, residual, self._shape, self.weight, eps)
+                    if eps is None:
+                        eps = _default_eps_of(x)
                 else:
-                    y = _C.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
-                if y is not NotImplemented:
-                    return y
+                    # Eager: the direct op call of spyre_ops.ops (NotImplemented: take torch.ops).
+                    if eps is None:
+                        eps = _default_eps(x.dtype)
+                    if residual is None:
+                        y = _C.rms_norm(x, self._shape, self.weight, eps, None)
+                    else:
+                        y = _C.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
+                    if y is not NotImplemented:
+                        return y
+        if eps is None:
+            eps = _default_eps(x.dtype)
         if residual is None:
             return torch.ops.spyre.rms_norm(x, self._shape, self.weight, eps)
         return torch.ops.spyre.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)

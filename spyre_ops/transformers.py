@@ -22,6 +22,9 @@ Two families of norms are covered, each a list of transformers classes
   ``torch.nn.RMSNorm``, ...). transformers rounds the normalized row to the input
   dtype before multiplying by the weight; the library op multiplies in float32
   and rounds once (identical in float32, at most one rounding apart in 16 bits).
+  With a weight of another dtype (float32 weights, bfloat16 activations) the
+  result has the dtype the class returns: Llama's ``weight * x̂.to(input_dtype)``
+  the promoted one (the op then computes in it), OLMo-2's and torch's the input's.
 * ``"gemma"``: ``(1 + weight) * x / sqrt(mean(x^2) + eps)`` computed in float32
   and rounded once (Gemma, Gemma 2, Gemma 3): the op receives ``1 + weight`` in
   float32, one small add on the weight per call.
@@ -32,9 +35,13 @@ class's family. Before patching, each class's forward is checked against the
 family's formula on a random float32 input, so a class whose arithmetic differs
 from what its family assumes is refused too.
 
-The patched forward works on any device the ops have kernels for (CPU; spyre,
-the emulated device included) and under ``torch.compile(fullgraph=True)``,
-where each norm is one ``spyre::rms_norm`` node (``eps`` is a graph constant).
+The patched forward reads the module's eps on every call, as transformers does
+(``torch.nn.RMSNorm``'s ``eps=None``: the compute dtype's machine epsilon, as in
+torch). It works on any device the ops have kernels for (CPU; spyre, the emulated
+device included) and under ``torch.compile(fullgraph=True)``, where each norm is
+one library-op node (``eps`` a graph constant). A patched model pickles and
+``torch.save``s whole: each patched module reduces to its original class and
+family, and the patched class is made again where it is loaded.
 
 This module never imports transformers: it recognizes classes by name, so
 it imports (and :func:`patch` works on any ``torch.nn.Module`` tree) without
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .nn import _ConstantFloat
+from .nn import _ConstantFloat, _default_eps
 
 __all__ = [
     "FAMILIES",
@@ -98,8 +106,14 @@ NORM_CLASSES.update({name: "gemma" for name in ("GemmaRMSNorm", "Gemma2RMSNorm",
 #: A class name that says "RMS norm" (module classes matching it must be known).
 _LOOKS_LIKE_RMS_NORM = re.compile(r"rms_?norm", re.IGNORECASE)
 
-#: Attribute on a patched module holding eps as a graph constant.
-_EPS_ATTR = "_spyre_ops_eps"
+#: Attribute on a patched module naming its eps attribute (read on every call, as
+#: transformers does).
+_EPS_ATTR = "_spyre_ops_eps_attr"
+#: Attribute on a patched module: whether its class returns ``promote_types(x, weight)``
+#: (Llama's ``weight * x̂.to(input_dtype)``) rather than ``x.dtype``.
+_PROMOTES_ATTR = "_spyre_ops_promotes"
+#: The attributes :func:`patch` sets on a module (removed by :func:`unpatch`).
+_PATCH_ATTRS = (_EPS_ATTR, _PROMOTES_ATTR, "_spyre_ops_shape")
 
 
 def register_norm_class(cls: type | str, family: str) -> None:
@@ -129,17 +143,45 @@ def _normalized_shape(module: nn.Module) -> list[int]:
     return list(module.normalized_shape)
 
 
+def _eps(module: nn.Module, x: Tensor) -> float:
+    """The module's eps now (transformers reads it on every call); None (torch.nn.RMSNorm's
+    default) is the machine epsilon of ``x``'s compute dtype, as torch's ``rms_norm`` takes it."""
+    eps = getattr(module, getattr(module, _EPS_ATTR))
+    return _default_eps(x.dtype) if eps is None else eps
+
+
 def _llama_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
-    return ops.rms_norm(hidden_states, self._spyre_ops_shape, self.weight, getattr(self, _EPS_ATTR))
+    weight = self.weight
+    eps = _eps(self, hidden_states)
+    if weight is not None and getattr(self, _PROMOTES_ATTR):
+        # transformers' weight * x̂.to(input_dtype) is of the promoted dtype (float32 for
+        # float32 weights and bfloat16 activations): the op computes in that dtype.
+        dtype = torch.promote_types(hidden_states.dtype, weight.dtype)
+        if dtype != hidden_states.dtype:
+            hidden_states = hidden_states.to(dtype)
+    return ops.rms_norm(hidden_states, self._spyre_ops_shape, weight, eps)
 
 
 def _gemma_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
     scale = 1.0 + self.weight.float()
-    return ops.rms_norm(hidden_states, self._spyre_ops_shape, scale, getattr(self, _EPS_ATTR))
+    return ops.rms_norm(hidden_states, self._spyre_ops_shape, scale, _eps(self, hidden_states))
 
 
 _FORWARDS = {"llama": _llama_forward, "gemma": _gemma_forward}
 _patched_classes: dict[tuple[type, str], type] = {}
+
+
+def _rebuild_patched(cls: type, family: str) -> nn.Module:
+    """An empty instance of ``cls``'s patched class (unpickling; the state comes next)."""
+    patched = _patched_class(cls, family)
+    return patched.__new__(patched)
+
+
+def _reduce_patched(self: nn.Module, protocol: int) -> tuple:
+    # The patched classes are made at run time: pickle names the original class (importable)
+    # and the family, and the class is made again where the module is loaded.
+    cls = type(self)
+    return _rebuild_patched, (cls._spyre_ops_original_class, cls._spyre_ops_family), self.__getstate__()
 
 
 def _patched_class(cls: type, family: str) -> type:
@@ -150,6 +192,7 @@ def _patched_class(cls: type, family: str) -> type:
             (cls,),
             {
                 "forward": _FORWARDS[family],
+                "__reduce_ex__": _reduce_patched,
                 "_spyre_ops_original_class": cls,
                 "_spyre_ops_family": family,
                 "__module__": __name__,
@@ -164,18 +207,37 @@ def is_patched(module: nn.Module) -> bool:
     return "_spyre_ops_original_class" in type(module).__dict__
 
 
-def _eps_of(module: nn.Module) -> float:
+def _eps_attr(module: nn.Module) -> str:
+    """The name of the module's eps attribute (``variance_epsilon`` or ``eps``)."""
     for name in ("variance_epsilon", "eps"):
         value = getattr(module, name, None)
-        if isinstance(value, (int, float)):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return name
     if isinstance(module, nn.RMSNorm) and module.eps is None:
-        # torch.nn.RMSNorm's default: the machine epsilon of the input dtype,
-        # which a patch cannot know ahead of time; the weight's dtype is the model's.
-        return torch.finfo(module.weight.dtype if module.weight is not None else torch.float32).eps
+        return "eps"  # the compute dtype's machine epsilon, chosen per call
     raise ValueError(
         f"spyre_ops.transformers: {type(module).__name__} has no float 'variance_epsilon' or 'eps' attribute"
     )
+
+
+def _promotes(module: nn.Module) -> bool:
+    """Whether the class's own forward returns the dtype of ``weight * x`` (Llama's
+    ``weight * x̂.to(input_dtype)``) rather than ``x.dtype`` (Gemma, OLMo-2,
+    torch.nn.RMSNorm): run on a bfloat16 input with a float32 weight."""
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        return False
+    probe = copy.deepcopy(module)
+    probe = probe.to_empty(device="cpu") if weight.device.type == "meta" else probe.to(device="cpu")
+    probe = probe.float()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.nn.RMSNorm: "Mismatch dtype between input and weight"
+        probe.weight.fill_(0.5)
+        try:
+            out = type(module).forward(probe, torch.ones([2, *_normalized_shape(probe)], dtype=torch.bfloat16))
+        except (RuntimeError, TypeError):  # a class that takes no mixed dtypes: nothing to match
+            return False
+    return isinstance(out, Tensor) and out.dtype == torch.float32
 
 
 # ---------------------------------------------------------------------------
@@ -229,7 +291,8 @@ def _check_family(module: nn.Module, family: str) -> None:
             probe.weight.copy_(torch.rand(probe.weight.shape, generator=generator) + 0.5)
     with torch.no_grad():
         expected = cls.forward(probe, x)
-        setattr(probe, _EPS_ATTR, _ConstantFloat(_eps_of(probe)))
+        setattr(probe, _EPS_ATTR, _eps_attr(probe))
+        setattr(probe, _PROMOTES_ATTR, False)
         probe._spyre_ops_shape = shape
         got = _FORWARDS[family](probe, x)
     if not isinstance(expected, Tensor) or expected.shape != got.shape or not torch.allclose(
@@ -288,8 +351,11 @@ class PatchReport:
 
 def _restore(module: nn.Module) -> None:
     module.__class__ = type(module)._spyre_ops_original_class
-    for attr in (_EPS_ATTR, "_spyre_ops_shape"):
+    eps_attr = module.__dict__.get(_EPS_ATTR)
+    for attr in _PATCH_ATTRS:
         module.__dict__.pop(attr, None)
+    if type(module.__dict__.get(eps_attr)) is _ConstantFloat:
+        module.__dict__[eps_attr] = float(module.__dict__[eps_attr])
 
 
 def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
@@ -323,17 +389,24 @@ def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
             "a forward set on the instance (accelerate's offloading hooks, kernels' kernelize, ...), "
             "which would bypass the patched class; nothing was patched"
         )
-    eps = {name: _eps_of(module) for name, module, _ in norms}  # raises before any change
-    if check:
-        seen = set()
-        for _, module, family in norms:
-            if (type(module), family) not in seen:
-                seen.add((type(module), family))
+    eps_attrs = {name: _eps_attr(module) for name, module, _ in norms}  # raises before any change
+    promotes: dict[type, bool] = {}
+    for _, module, family in norms:
+        if type(module) not in promotes:
+            if check:
                 _check_family(module, family)
+            promotes[type(module)] = _promotes(module)
     report = PatchReport(model)
     for name, module, family in norms:
         cls = type(module)
-        setattr(module, _EPS_ATTR, _ConstantFloat(eps[name]))
+        eps_attr = eps_attrs[name]
+        eps = getattr(module, eps_attr)
+        if eps is not None:
+            # a graph constant under torch.compile (see spyre_ops.nn._ConstantFloat); a
+            # value set later is read as well, as a plain float
+            setattr(module, eps_attr, _ConstantFloat(eps))
+        setattr(module, _EPS_ATTR, eps_attr)
+        setattr(module, _PROMOTES_ATTR, promotes[cls])
         module._spyre_ops_shape = _normalized_shape(module)
         module.__class__ = _patched_class(cls, family)
         report.modules[name] = f"{cls.__name__} ({family})"

@@ -1,8 +1,11 @@
-"""Set-up of the real-model tests: the checkpoint `make models` writes, and transformers.
+"""Set-up of the real-model tests: the checkpoints `make models` writes, and transformers.
 
 `make test` sets SPYRE_OPS_REQUIRE_REAL_MODEL=1 after installing both: there a
 missing checkpoint or package fails the tests. Run by hand without them, the
 tests that need them are skipped with the command that provides them.
+
+Each model is loaded once per session; ``real`` parametrizes a test over all of
+them (SmolLM2, Gemma 3), ``smollm`` is SmolLM2 alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -32,10 +37,14 @@ def transformers_installed() -> None:
         _unavailable("transformers is not installed")
 
 
+def _checkpoint(folder) -> None:
+    if not (folder / "config.json").exists():
+        _unavailable(f"no real-model checkpoint at {folder}")
+
+
 @pytest.fixture(scope="session")
 def model_dir(transformers_installed):
-    if not (real_model.MODEL_DIR / "config.json").exists():
-        _unavailable(f"no real-model checkpoint at {real_model.MODEL_DIR}")
+    _checkpoint(real_model.MODEL_DIR)
     return real_model.MODEL_DIR
 
 
@@ -55,4 +64,39 @@ def prompts(smollm):
 def cpu_fp32_answers(smollm, prompts):
     """The unpatched float32 model's greedy answers (token ids), computed once for every test."""
     model, _ = smollm
-    return [real_model.greedy(model, ids) for ids in prompts]
+    with real_model.one_thread():
+        return [real_model.greedy(model, ids) for ids in prompts]
+
+
+@dataclass
+class Loaded:
+    """A real model loaded for the tests (float32, CPU, unpatched: tests must leave it so)."""
+
+    spec: real_model.RealModel
+    model: Any
+    tokenizer: Any
+    prompts: list  #: token ids (1 x n) of spec.prompts
+    answers: list  #: the unpatched model's greedy answers (token ids) to them
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm, prompts, cpu_fp32_answers) -> Loaded:
+    model, tokenizer = smollm
+    return Loaded(real_model.SMOLLM2, model, tokenizer, prompts, cpu_fp32_answers)
+
+
+@pytest.fixture(scope="session")
+def gemma3(transformers_installed) -> Loaded:
+    spec = real_model.GEMMA3
+    _checkpoint(spec.dir)
+    model, tokenizer = spec.load()
+    prompts = [spec.prompt_ids(tokenizer, p) for p in spec.prompts]
+    with real_model.one_thread():
+        answers = [real_model.greedy(model, ids, spec.new_tokens) for ids in prompts]
+    return Loaded(spec, model, tokenizer, prompts, answers)
+
+
+@pytest.fixture(scope="session", params=list(real_model.MODELS))
+def real(request) -> Loaded:
+    """Each real model in turn (the fixture of its short name in real_model.MODELS)."""
+    return request.getfixturevalue(request.param)

@@ -120,13 +120,15 @@ def test_declared_class_is_patched_and_a_wrong_family_refused(monkeypatch):
 
 
 def test_second_patch_is_refused_and_unpatch_counts():
-    model = nn.Sequential(nn.RMSNorm(16), nn.RMSNorm(16))
+    model = nn.Sequential(nn.RMSNorm(16, eps=1e-5), nn.RMSNorm(16))
     spyre_tf.patch(model)
     with pytest.raises(RuntimeError, match="already patched"):
         spyre_tf.patch(model)
     assert spyre_tf.unpatch(model) == 2
     assert spyre_tf.unpatch(model) == 0
-    assert type(model[0]) is nn.RMSNorm and "_spyre_ops_eps" not in model[0].__dict__
+    assert type(model[0]) is nn.RMSNorm
+    assert not [k for k in model[0].__dict__ if k.startswith("_spyre_ops")]
+    assert type(model[0].eps) is float and model[0].eps == 1e-5  # as it was
 
 
 def test_instance_level_forward_is_refused():
