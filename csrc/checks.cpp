@@ -4,8 +4,11 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <utility>
+#include <vector>
 #include <sstream>
 
 namespace spyre_ops {
@@ -134,6 +137,11 @@ void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
       op, ": out has dtype ", dtype_str(out.scalar_type()), " but x has dtype ", dtype_str(x.scalar_type()));
 }
 
+// Whether a and b may have an element in common. Exact for tensors of the same
+// sizes and strides whose dims nest (each stride beyond the reach of the
+// smaller ones: any slice or transpose of a dense tensor), may_overlap otherwise.
+bool may_share_elements(const at::Tensor& a, const at::Tensor& b);
+
 void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
   const char* op = "spyre::fused_add_rms_norm_";
   TORCH_CHECK(
@@ -146,13 +154,64 @@ void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
   TORCH_CHECK(
       status == at::MemOverlapStatus::No || status == at::MemOverlapStatus::TooHard,
       op, ": x and residual overlap, and the op writes both; pass tensors that do not share memory");
-  // Strided views of one buffer that PyTorch cannot tell apart ("too hard") are
-  // refused when their memory ranges intersect: the op writes x and residual
-  // with separate copies, so an element in both would get only one of its results.
+  // Strided views of one buffer that PyTorch cannot tell apart ("too hard"):
+  // refused unless they provably share no element (an element in both would
+  // get only one of its two results).
   TORCH_CHECK(
-      status != at::MemOverlapStatus::TooHard || !may_overlap(x, residual),
-      op, ": x and residual may overlap (strided views of one buffer whose memory ranges intersect), "
-      "and the op writes both; pass tensors that do not share memory (e.g. residual.clone())");
+      status != at::MemOverlapStatus::TooHard || !may_share_elements(x, residual),
+      op, ": x and residual may overlap (strided views of one buffer that share elements, or whose "
+      "layouts cannot be told apart), and the op writes both; pass tensors that do not share memory "
+      "(e.g. residual.clone())");
+}
+
+namespace {
+
+// Whether offset `delta` is sum_k d_k * stride_k with |d_k| < size_k, for dims
+// sorted by increasing stride that nest (each stride above the reach of the
+// dims below it, `below[k]`): at most two digits fit at each level.
+bool reachable(const std::vector<std::pair<int64_t, int64_t>>& dims, const std::vector<int64_t>& below,
+               int64_t k, int64_t delta) {
+  if (k < 0) {
+    return delta == 0;
+  }
+  const auto [stride, size] = dims[k];
+  auto floor_div = [](int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); };
+  const int64_t lo = std::max(-(size - 1), -floor_div(below[k] - delta, stride));
+  const int64_t hi = std::min(size - 1, floor_div(delta + below[k], stride));
+  for (int64_t d = lo; d <= hi; ++d) {
+    if (reachable(dims, below, k - 1, delta - d * stride)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+bool may_share_elements(const at::Tensor& a, const at::Tensor& b) {
+  if (!may_overlap(a, b)) {
+    return false;
+  }
+  if (!a.sizes().equals(b.sizes()) || !a.strides().equals(b.strides()) || a.element_size() != b.element_size()) {
+    return true;  // not analysed: conservative
+  }
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims that step
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) > 1) {
+      dims.emplace_back(a.stride(d), a.size(d));
+    }
+  }
+  std::sort(dims.begin(), dims.end());
+  std::vector<int64_t> below;  // reach of the dims below each one
+  int64_t reach = 0;
+  for (const auto& [stride, size] : dims) {
+    if (stride <= reach) {
+      return true;  // dims that do not nest: not analysed
+    }
+    below.push_back(reach);
+    reach += (size - 1) * stride;
+  }
+  return reachable(dims, below, static_cast<int64_t>(dims.size()) - 1, b.storage_offset() - a.storage_offset());
 }
 
 void check_out_overlaps(

@@ -188,6 +188,40 @@ def may_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     return guard_or_false(a0 < b1) and guard_or_false(b0 < a1)
 
 
+def _reachable(dims: list[tuple[int, int]], below: list[int], k: int, delta: int) -> bool:
+    """Mirror of C++ ``reachable``: is delta = sum d_i * stride_i with |d_i| < size_i over dims[:k+1]?"""
+    if k < 0:
+        return delta == 0
+    stride, size = dims[k]
+    lo = max(-(size - 1), -((below[k] - delta) // stride))
+    hi = min(size - 1, (delta + below[k]) // stride)
+    return any(_reachable(dims, below, k - 1, delta - d * stride) for d in range(lo, hi + 1))
+
+
+def may_share_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Mirror of C++ ``may_share_elements``: exact for same sizes and strides whose dims
+    nest, ``may_overlap`` otherwise. Symbolic sizes are specialized (this runs only for
+    the rare strided views of one buffer); unknown ones give the conservative answer."""
+    if not may_overlap(a, b):
+        return False
+    try:
+        sizes, strides = [int(n) for n in a.shape], [int(st) for st in a.stride()]
+        same = sizes == [int(n) for n in b.shape] and strides == [int(st) for st in b.stride()]
+        delta = int(b.storage_offset()) - int(a.storage_offset())
+    except Exception:  # noqa: BLE001  (an unbacked size: not analysed)
+        return True
+    if not same or a.element_size() != b.element_size():
+        return True
+    dims = sorted((st, n) for n, st in zip(sizes, strides) if n > 1)
+    below, reach = [], 0
+    for st, n in dims:
+        if st <= reach:
+            return True
+        below.append(reach)
+        reach += (n - 1) * st
+    return _reachable(dims, below, len(dims) - 1, delta)
+
+
 def check_weight_not_written(op: str, weight: torch.Tensor | None, name: str, written: torch.Tensor) -> None:
     """Refuses a weight that shares memory with ``written`` (out, or an in-place op's x or residual)."""
     torch._check(
@@ -250,12 +284,13 @@ def check_inplace_overlaps(op: str, x: torch.Tensor, residual: torch.Tensor, wei
         status in ("no", "too_hard"),
         lambda: f"{op}: x and residual overlap, and the op writes both; pass tensors that do not share memory",
     )
-    # Strided views that at::get_overlap_status cannot tell apart: refused when their
-    # memory ranges intersect (the op writes both with separate copies).
+    # Strided views that at::get_overlap_status cannot tell apart: refused unless they
+    # provably share no element.
     torch._check(
-        status != "too_hard" or not may_overlap(x, residual),
-        lambda: f"{op}: x and residual may overlap (strided views of one buffer whose memory ranges "
-        "intersect), and the op writes both; pass tensors that do not share memory (e.g. residual.clone())",
+        status != "too_hard" or not may_share_elements(x, residual),
+        lambda: f"{op}: x and residual may overlap (strided views of one buffer that share elements, or "
+        "whose layouts cannot be told apart), and the op writes both; pass tensors that do not share "
+        "memory (e.g. residual.clone())",
     )
     check_weight_not_written(op, weight, "x", x)
     check_weight_not_written(op, weight, "residual", residual)

@@ -4,6 +4,9 @@ accepts, compile accepts (fullgraph=True)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import random
 import re
 
 import pytest
@@ -49,8 +52,9 @@ OVERLAPS = [
     # Column slices of one buffer that share columns 32..63: at::get_overlap_status says "too hard".
     ("inplace-strided-views-overlap", lambda b: spyre_ops.fused_add_rms_norm_(b[:, 0:64], b[:, 32:96], 64, None, 1e-5),
      lambda: (torch.randn(4, 96),),
-     "spyre::fused_add_rms_norm_: x and residual may overlap (strided views of one buffer whose memory "
-     "ranges intersect), and the op writes both; pass tensors that do not share memory (e.g. residual.clone())"),
+     "spyre::fused_add_rms_norm_: x and residual may overlap (strided views of one buffer that share "
+     "elements, or whose layouts cannot be told apart), and the op writes both; pass tensors that do not "
+     "share memory (e.g. residual.clone())"),
     ("out-expanded", lambda x, out: spyre_ops.rms_norm(x, 8, None, 1e-5, out=out),
      lambda: (torch.randn(3, 8), torch.empty(8).expand(3, 8)),
      "spyre::rms_norm.out: out overlaps itself (an expanded tensor), and the op writes it; pass a tensor "
@@ -74,6 +78,86 @@ def test_strided_overlapping_views_are_left_untouched():
     with pytest.raises(RuntimeError, match="x and residual may overlap"):
         torch.ops.spyre.fused_add_rms_norm_(buf[:, 0:64], buf[:, 32:96], [64])
     assert torch.equal(buf, before)
+
+
+# Views of one buffer that at::get_overlap_status calls "too hard": (x, residual, shares an element).
+TOO_HARD_VIEWS = {
+    "column blocks side by side": (lambda b: (b[:, 0:32], b[:, 32:64]), False),
+    "interleaved columns": (lambda b: (b[:, 0::2], b[:, 1::2]), False),
+    "column blocks sharing columns": (lambda b: (b[:, 0:32], b[:, 16:48]), True),
+    "rows apart, columns shared": (lambda b: (b[0:3, 0:32], b[3:6, 8:40]), False),
+    "every other row, shifted a row": (lambda b: (b[0:6:2, 0:32], b[2:8:2, 0:32]), True),
+    "transposed blocks": (lambda b: (b[:, 0:6].t(), b[:, 6:12].t()), False),
+    "different strides": (lambda b: (b[0:4, 0:6], b.t()[0:4, 0:6]), True),
+}
+
+
+@pytest.mark.parametrize("case", list(TOO_HARD_VIEWS))
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_too_hard_views_are_computed_or_refused(case, compiled):
+    make, shared = TOO_HARD_VIEWS[case]
+    buf = torch.randn(8, 64)
+    x, r = make(buf)
+    assert torch._debug_has_internal_overlap(x) != 1
+    # Ground truth, from the elements' storage offsets.
+    index = torch.arange(buf.numel()).view(buf.shape)
+    ix, ir = make(index)
+    assert bool(torch.isin(ix.flatten(), ir.flatten()).any()) == shared
+    expected_out, expected_sum = spyre_ops.fused_add_rms_norm(x.clone(), r.clone(), x.shape[-1])
+    fn = lambda b: spyre_ops.fused_add_rms_norm_(*make(b), x.shape[-1])  # noqa: E731
+    if compiled:
+        torch._dynamo.reset()
+        fn = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    if shared:
+        before = buf.clone()
+        with pytest.raises(RuntimeError, match="x and residual may overlap"):
+            fn(buf)
+        assert torch.equal(buf, before)
+    else:
+        fn(buf)
+        x, r = make(buf)
+        torch.testing.assert_close(x, expected_out, rtol=0, atol=0)
+        torch.testing.assert_close(r, expected_sum, rtol=0, atol=0)
+
+
+def _random_same_layout_views(rng):
+    """Two views of one buffer with the same sizes and strides (a strided, permuted slice of a dense block) at
+    offsets apart by a random amount, and whether they share an element."""
+    while True:
+        shape = [rng.randint(1, 5) for _ in range(rng.randint(1, 3))] + [rng.randint(2, 6)]
+        steps = [rng.randint(1, 3) for _ in shape]
+        block = [n * st for n, st in zip(shape, steps)]
+        if math.prod(block) <= 240:
+            break
+    view = torch.empty(block)[tuple(slice(None, None, st) for st in steps)]
+    lead = list(range(len(shape) - 1))
+    rng.shuffle(lead)
+    view = view.permute(*lead, len(shape) - 1)  # the normalized (last) dim stays last
+    offset = rng.randint(1, 80)
+    index = torch.arange(320)
+    a, b = (index.as_strided(view.shape, view.stride(), o) for o in (0, offset))
+    return view.shape, view.stride(), offset, bool(torch.isin(a.flatten(), b.flatten()).any())
+
+
+def test_same_layout_views_refused_exactly_when_they_share_elements():
+    # C++ (eager) and Python (fake, i.e. torch.compile) checks against the ground truth.
+    rng = random.Random(0)
+    for _ in range(300):
+        shape, stride, offset, shared = _random_same_layout_views(rng)
+        buf = torch.randn(320)
+        views = [buf.as_strided(shape, stride, o) for o in (0, offset)]
+        with FakeTensorMode() as mode:
+            fake_buf = mode.from_tensor(buf)
+            fake_views = [fake_buf.as_strided(shape, stride, o) for o in (0, offset)]
+        for (x, r), context in ((views, contextlib.nullcontext()), (fake_views, mode)):
+            try:
+                with context:
+                    spyre_ops.fused_add_rms_norm_(x, r, shape[-1])
+                refused = False
+            except RuntimeError as e:
+                assert "x and residual" in str(e), str(e)
+                refused = True
+            assert refused == shared, (shape, stride, offset)
 
 
 def test_strided_views_of_different_buffers_are_computed():

@@ -3,7 +3,7 @@
 Each kernel checks its arguments as the fake kernels and the CPU kernels do
 (same messages, same order, :func:`spyre_ops._checks.check_call`); the in-place
 op writes x and residual with separate copies, so the checks refuse x and
-residual whose memory ranges intersect (on every device). Each
+residual that may share an element (on every device). Each
 flattens the leading dims of x to 2-D (a view for a contiguous x; other
 layouts are first copied on the device into a dense tensor, as torch-spyre's
 compiled kernels need offset-free dense inputs) and runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
