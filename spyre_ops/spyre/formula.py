@@ -2,8 +2,8 @@
 kernels (traced and compiled once per signature, :mod:`spyre_ops.spyre.graphs`)
 and by the Inductor decompositions (:mod:`spyre_ops.spyre.torch_spyre`).
 
-Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``abs amax
-eq div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions, full
+Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``amax amin
+neg eq div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions, full
 tensors): no ``clamp`` (its device op ``clip`` has no fp32 form), no ``where``
 (``where3``, fp16 only), no ``linalg_vector_norm`` (unreliable as an eager op
 upstream).
@@ -55,9 +55,10 @@ fp64). The row scale m is taken in the input's dtype for bf16 and fp32 inputs
 under the fp16 policy (an fp32 input may hold values SEN169 cannot), so x is
 scaled before any conversion to fp16.
 
-Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): two
-reductions (the max, the mean of squares) against one for the plain formula;
-every other full-size op stays in the on-chip scratchpad.
+Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
+reductions (max and min of x, the mean of squares) against one for the plain
+formula, and no full-size intermediate besides those the plain formula has
+(max|x| is not taken from a full-size |x|, which would go out to HBM and back).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     c = compute_dtype_for(in_dtype, policy)
     w_dtype = scale_dtype_for(in_dtype, c)
     xw = x.to(w_dtype)
-    m = torch.amax(torch.abs(xw), dim=-1, keepdim=True)
+    # max|x| as max(amax(x), -amin(x)): two reductions of x itself, which torch-spyre
+    # reads where x already is, instead of a full-size |x| it would write out and read back.
+    m = torch.maximum(torch.amax(xw, dim=-1, keepdim=True), torch.neg(torch.amin(xw, dim=-1, keepdim=True)))
     if eps > 0:
         m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
     u = torch.div(xw, m).to(c)
