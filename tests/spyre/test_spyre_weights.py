@@ -69,3 +69,19 @@ def test_graph_reductions_and_full_size_ops():
             and tuple(n.meta["val"].shape) == (8, 256)]
     assert [str(n.target) for n in full] == ["aten.div.Tensor", "aten.mul.Tensor", "aten.mul.Tensor",
                                               "aten.mul.Tensor"]
+
+
+def test_decomposition_copies_a_strided_view_it_converts(spyre_device):
+    # torch-spyre cannot lay out the fp32 conversion of a q-norm view of fp16 qkv; the
+    # decomposition hands the formula a dense copy then (and only then), same result.
+    from spyre_ops.spyre import torch_spyre
+
+    qkv = torch.randn(8, 768, dtype=torch.float16)
+    q = qkv[..., :512].view(8, 4, 128)
+    assert torch_spyre._laid_out(q, torch.float16) is q
+    dense = torch_spyre._laid_out(q, torch.float32)
+    assert dense.is_contiguous() and torch.equal(dense, q)
+    assert torch_spyre._laid_out(q.contiguous().float(), torch.float32).dtype == torch.float32
+    with spyre_ops.spyre.use_compute_dtype(torch.float32):
+        y = torch_spyre.decompose_rms_norm(qkv.to(spyre_device)[..., :512].view(8, 4, 128), [128], None, 1e-6)
+    assert_close(y, rms_norm_ref(q, [128], None, 1e-6), torch.float16, torch.float32)
