@@ -1,6 +1,7 @@
 """The aten ops torch-spyre runs on the Spyre device: the one place this list lives.
 
-Source: torch-spyre's main branch, mid-2026 (``amax`` from its 2026-08 eager list),
+Source: torch-spyre's main branch, mid-2026 (``amax`` from its 2026-08 eager list; ``amin``, which
+its compiler lowers in graphs to the device's ``min`` reduction, as it lowers ``amax`` to ``max``),
 as summarized in the project's FACTS.md ("What torch-spyre runs on the device"): the eager aten ops it
 implements for spyre tensors (each compiled once through its Inductor backend),
 its tensor-creation and storage ops, and the view ops. Any other op on a spyre
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 _COMPUTE = """
 mm bmm addmm add sub mul div exp log rsqrt sqrt pow tanh sigmoid relu neg abs reciprocal floor
-mean sum amax _softmax eq ne le lt ge gt maximum minimum where clamp cat stack constant_pad_nd
+mean sum amax amin _softmax eq ne le lt ge gt maximum minimum where clamp cat stack constant_pad_nd
 linalg_vector_norm silu mish bitwise_not logical_not fill_ normal_ uniform_ random_ zero_
 _local_scalar_dense _copy_from
 """

@@ -2,43 +2,63 @@
 kernels (traced and compiled once per signature, :mod:`spyre_ops.spyre.graphs`)
 and by the Inductor decompositions (:mod:`spyre_ops.spyre.torch_spyre`).
 
-Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``abs amax
-eq div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions, full
+Only ops torch-spyre lowers on the device in fp16 *and* fp32 are used (``amax amin
+neg eq div mul mean maximum minimum reciprocal add rsqrt``, dtype conversions, full
 tensors): no ``clamp`` (its device op ``clip`` has no fp32 form), no ``where``
 (``where3``, fp16 only), no ``linalg_vector_norm`` (unreliable as an eager op
 upstream).
 
-Each row x (length n) of the 2-D input is normalized without overflow or
-underflow for any eps. With m = max|x| and s = sqrt(eps) (a host constant),
+The number format it is built for. Spyre holds float16 and bfloat16 as SEN169
+(DLFloat16: 1 sign, 6 exponent, 9 mantissa bits, bias 31; largest finite
+~8.57e9, smallest normal 2^-31 ~4.7e-10, no subnormals, one NINF code for NaN
+and Inf). Its limits for this formula: x*x overflows at |x| > 9.27e4 (Gemma 3
+270M's residual stream reaches 1.04e5), squares below 4.7e-10 (|x| < 2.2e-5)
+flush to 0, and a mean of squares spans far more binades (2^-62..2^66) than
+SEN169 holds (2^-31..2^33), so no fixed prescale is right for every row.
+
+Each row x (length n) is divided by its own max-abs m before squaring. With
+s = sqrt(eps) (a host constant) and q = s / m,
 
     y = x / sqrt(mean(x^2) + eps) = u * g,   u = x / m,
-    g = b / sqrt(mean(u^2) * b^2 + a^2),     q = s / m, a = min(q, 1), b = 1 / max(q, 1)
+    g = b / sqrt(mean(u^2) * b^2 + a^2),     a = min(q, 1), b = 1 / max(q, 1)
 
-(multiply numerator and denominator by 1/max(m, s)). |u| <= 1 with max|u| = 1,
-so mean(u^2) is in [1/n, 1]; a and b are in [0, 1] and one of them is 1, so the
-root is at least min(1/n, 1) and never overflows. q = s / m is computed as
-mantissa(s) / (m * 2^-exponent(s)), the power of two applied in steps that stay
-normal numbers, so it is exact to one rounding whatever eps is: an eps term that
-underflows or overflows the compute dtype (eps 1e-13 or 1e30 in fp16) still
-counts exactly as much as it should.
+(numerator and denominator multiplied by 1/max(m, s)). What each step protects:
 
-Rows the formula cannot take as they are (the shared semantics of a row):
+* u = x / m: |u| <= 1 with max|u| = 1, so u*u cannot overflow, and
+  mean(u^2) is in [1/n, 1] whatever the row's magnitude (SEN169 values from
+  2^-31 to 8.57e9) and however wide the device accumulates the sum (at most n).
+  A division, not x * (1/m): 1/m flushes to 0 for m > 2^31.
+* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0, and g is
+  capped at 65504 (a*a flushes to 0 for eps below ~1e-9, and rsqrt(0) = inf),
+  so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
+* a and b: one of them is 1 and both are in [0, 1], so the root is at least
+  min(1/n, 1) and g <= sqrt(n): g never overflows, and eps dominates exactly
+  where it should (q > 1).
+* q = s / m is computed as mantissa(s) / (m * 2^-exponent(s)), the power of two
+  applied in steps that stay normal numbers: eps from 1e-30 to 1e30 (sqrt(1e30)
+  = 1e15 is beyond SEN169's range) counts exactly, to one rounding. q flushes to
+  0 only where q^2 is far below mean(u^2) >= 1/n, and becomes Inf only where the
+  output x / sqrt(eps) is below SEN169's smallest number anyway.
 
-* a NaN in the row: m is NaN, so is every output of the row;
-* a +-Inf (no NaN): m = inf, so u = x / inf is 0 at finite entries and NaN at
-  the Inf; g is taken from |x| with the Inf replaced by the largest finite
-  number, so it is finite and y = u * g is 0 and NaN where it should be;
-* an all-zero row: with eps > 0, m becomes 1 (u = 0) and g is capped at the
-  largest finite number: y = 0; with eps == 0, u = 0 / 0 is NaN, as
-  ``torch.nn.functional.rms_norm``.
+Rows SEN169 cannot hold as numbers: a NaN or Inf in a row (one NINF code on the
+device) makes m NaN/Inf and the whole row's output NaN. On the host side
+``F.rms_norm`` keeps the finite entries of an Inf row at 0; the device cannot tell
+Inf from NaN, so the formula does not try.
 
-No ``where`` is needed for these (torch-spyre's ``where3`` has no fp32 form).
+The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
+``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
+in the compute dtype.
 
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
-fp64). The row scale m and q are taken in the input's dtype for bf16 and fp32
-inputs under the fp16 policy (they may hold values fp16 cannot), so |x| beyond
-65504 is scaled before any conversion to fp16.
+fp64). The row scale m is taken in the input's dtype for bf16 and fp32 inputs
+under the fp16 policy (an fp32 input may hold values SEN169 cannot), so x is
+scaled before any conversion to fp16.
+
+Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
+reductions (max and min of x, the mean of squares) against one for the plain
+formula, and no full-size intermediate besides those the plain formula has
+(max|x| is not taken from a full-size |x|, which would go out to HBM and back).
 """
 
 from __future__ import annotations
@@ -46,6 +66,11 @@ from __future__ import annotations
 import math
 
 import torch
+
+
+#: Upper bound put on g (largest finite IEEE fp16, finite in SEN169 too): only an all-zero row
+#: with a tiny eps reaches it; every other row has g <= sqrt(n).
+G_CAP = 65504.0
 
 
 def compute_dtype_for(x_dtype: torch.dtype, policy: torch.dtype) -> torch.dtype:
@@ -61,16 +86,6 @@ def scale_dtype_for(x_dtype: torch.dtype, compute: torch.dtype) -> torch.dtype:
     if compute == torch.float16 and x_dtype in (torch.bfloat16, torch.float32):
         return x_dtype
     return compute
-
-
-def _cap(m: torch.Tensor) -> torch.Tensor:
-    """minimum(m, largest finite number of m's dtype), per row; the constant is built in
-    fp16/fp32 (the dtypes torch-spyre lowers constants in), a bf16 m converted around it."""
-    big = torch.finfo(m.dtype).max
-    if m.dtype in (torch.float16, torch.float32, torch.float64):
-        return torch.minimum(m, torch.full_like(m, big))
-    m32 = m.to(torch.float32)
-    return torch.minimum(m32, torch.full_like(m32, big)).to(m.dtype)
 
 
 def power_of_two_steps(exponent: int, dtype: torch.dtype) -> list[float]:
@@ -95,62 +110,69 @@ def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.mul(torch.reciprocal(d), mantissa)
 
 
-def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
-    """RMSNorm of each row (last dim) of x, any rank; result of x's shape and dtype."""
+def _scale(weight: torch.Tensor, c: torch.dtype, weight_offset: float) -> torch.Tensor:
+    """The weight as the formula multiplies by it: ``weight + weight_offset`` in the compute dtype."""
+    w = weight.to(c)
+    return torch.add(w, weight_offset) if weight_offset != 0.0 else w
+
+
+def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+                  weight_offset: float = 0.0) -> torch.Tensor:
+    """RMSNorm of each row (last dim) of x, any rank, scaled by ``weight + weight_offset``
+    (Gemma's ``1 + weight``: offset 1.0; no weight: no scale); result of x's shape and dtype."""
     in_dtype = x.dtype
     c = compute_dtype_for(in_dtype, policy)
     w_dtype = scale_dtype_for(in_dtype, c)
     xw = x.to(w_dtype)
-    abs_x = torch.abs(xw)
-    m = torch.amax(abs_x, dim=-1, keepdim=True)
+    # max|x| as max(amax(x), -amin(x)): two reductions of x itself, which torch-spyre
+    # reads where x already is, instead of a full-size |x| it would write out and read back.
+    m = torch.maximum(torch.amax(xw, dim=-1, keepdim=True), torch.neg(torch.amin(xw, dim=-1, keepdim=True)))
     if eps > 0:
         m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
-    # The mean of squares from |x| capped at the row's finite scale (identity on
-    # finite rows; +-Inf becomes the largest finite number): finite for Inf rows,
-    # so g is too. Only per-row (broadcast) constants: torch-spyre cannot mix a
-    # full-size constant with a converted tensor in one pointwise op.
-    m_finite = _cap(m)
-    ratio = torch.div(torch.minimum(abs_x, m_finite), m_finite).to(c)
-    mean_sq = torch.mean(torch.mul(ratio, ratio), dim=-1, keepdim=True)
+    u = torch.div(xw, m).to(c)
+    mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
     if eps > 0:
         one = torch.ones_like(mean_sq)
-        q = _sqrt_eps_over(m_finite, eps).to(c)
+        q = _sqrt_eps_over(m, eps).to(c)
         a = torch.minimum(q, one)
         b = torch.reciprocal(torch.maximum(q, one))
         g = torch.mul(b, torch.rsqrt(torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))))
+        # An all-zero row whose a*a flushed to 0 (eps < ~1e-9): rsqrt(0) = inf, and 0 * inf
+        # would be NaN. Any other row has g <= sqrt(n), far below the cap.
+        g = torch.minimum(g, torch.full_like(g, G_CAP))
     else:
         g = torch.rsqrt(mean_sq)
-    # Finite for an all-zero row (whose u is 0); NaN stays NaN.
-    g = _cap(g)
-    u = torch.div(xw, m).to(c)  # an Inf row: 0 at finite entries, NaN at the Inf
     y = torch.mul(u, g)
     if weight is not None:
-        y = torch.mul(y, weight.to(c))
+        y = torch.mul(y, _scale(weight, c, weight_offset))
     return y.to(in_dtype)
 
 
 def fused_add_rms_norm_rows(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+    weight_offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(x + residual), x + residual) over the last dim, the sum rounded to x's dtype first."""
     summed = torch.add(x, residual)
-    return rms_norm_rows(summed, weight, eps, policy), summed
+    return rms_norm_rows(summed, weight, eps, policy, weight_offset=weight_offset), summed
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+             weight_offset: float = 0.0) -> torch.Tensor:
     """RMSNorm over the last dim of x of any rank >= 1, x's rank kept (no reshape in the graph:
     torch-spyre cannot lay out a 2-D view of a higher-rank graph input); contiguous result."""
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    return rms_norm_rows(x, weight, eps, policy).contiguous()
+    return rms_norm_rows(x, weight, eps, policy, weight_offset=weight_offset).contiguous()
 
 
 def fused_add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+    weight_offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(x + residual), x + residual) over the last dim of x of any rank >= 1, rank kept."""
     if x.numel() == 0:
         empty = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         return empty, empty.clone()
-    out, summed = fused_add_rms_norm_rows(x, residual, weight, eps, policy)
+    out, summed = fused_add_rms_norm_rows(x, residual, weight, eps, policy, weight_offset=weight_offset)
     return out.contiguous(), summed.contiguous()

@@ -8,7 +8,9 @@ flattens the leading dims of x to 2-D (a view for a contiguous x; other
 layouts are first copied on the device into a dense tensor, as torch-spyre's
 compiled kernels need offset-free dense inputs) and runs the formula as one cached compiled graph (:mod:`spyre_ops.spyre.graphs`).
 ``out=`` and the in-place op then write their result with device-to-device
-copies. The backward op has no Spyre kernel.
+copies. A weight of another dtype than x's is brought to x's dtype outside the
+graph, once per weight and version (:mod:`spyre_ops.spyre.weights`). The
+backward op has no Spyre kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import _checks
-from . import compute_dtype, graphs
+from . import compute_dtype, graphs, weights
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    w = None if weight is None else _dense(weight)
+    w = None if weight is None else weights.in_dtype(_dense(weight), x.dtype)
     return graphs.run("rms_norm", _rows(x), None, w, eps, compute_dtype()).view(x.shape)
 
 
@@ -46,7 +48,7 @@ def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None,
     if x.numel() == 0:
         return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
                 torch.empty(x.shape, dtype=x.dtype, device=x.device))
-    w = None if weight is None else _dense(weight)
+    w = None if weight is None else weights.in_dtype(_dense(weight), x.dtype)
     out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, compute_dtype())
     return out.view(x.shape), summed.view(x.shape)
 

@@ -55,13 +55,24 @@ def _applies(x: torch.Tensor, normalized_shape: Sequence[int]) -> bool:
     return x.device.type == DEVICE_TYPE and len(normalized_shape) == 1
 
 
+def _laid_out(x: torch.Tensor, policy: torch.dtype) -> torch.Tensor:
+    """x, or a dense copy of it when it is a strided view that the formula converts to another
+    compute dtype: torch-spyre cannot lay out the conversion of such a view (a fp32-policy q-norm
+    view ``qkv[..., :4096].view(8, 32, 128)`` of fp16 qkv fails with "Unsupported coordinate
+    expression"); the copy of the fp16 view it can."""
+    if x.is_contiguous() or formula.compute_dtype_for(x.dtype, policy) == x.dtype:
+        return x
+    return x.contiguous()
+
+
 def decompose_rms_norm(
     x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None, eps: float = 1e-5
 ):
     """Inductor decomposition of ``spyre::rms_norm`` for spyre tensors (``NotImplemented`` otherwise)."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    return formula.rms_norm(x, weight, eps, _policy())
+    policy = _policy()
+    return formula.rms_norm(_laid_out(x, policy), weight, eps, policy)
 
 
 def decompose_fused_add_rms_norm(
@@ -74,7 +85,8 @@ def decompose_fused_add_rms_norm(
     """Inductor decomposition of ``spyre::fused_add_rms_norm`` for spyre tensors."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    return formula.fused_add_rms_norm(x, residual, weight, eps, _policy())
+    policy = _policy()
+    return formula.fused_add_rms_norm(_laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy)
 
 
 def decompose_fused_add_rms_norm_(
@@ -87,7 +99,8 @@ def decompose_fused_add_rms_norm_(
     """Inductor decomposition of ``spyre::fused_add_rms_norm_``: the functional formula, then two copies."""
     if not _applies(x, normalized_shape):
         return NotImplemented
-    out, summed = formula.fused_add_rms_norm(x, residual, weight, eps, _policy())
+    policy = _policy()
+    out, summed = formula.fused_add_rms_norm(_laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy)
     residual.copy_(summed)
     x.copy_(out)
     return None
