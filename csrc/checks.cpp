@@ -134,8 +134,7 @@ void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
       op, ": out has dtype ", dtype_str(out.scalar_type()), " but x has dtype ", dtype_str(x.scalar_type()));
 }
 
-void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
-  const char* op = "spyre::fused_add_rms_norm_";
+void check_inplace_no_overlap(const char* op, const at::Tensor& x, const at::Tensor& residual) {
   TORCH_CHECK(
       at::has_internal_overlap(x) != at::MemOverlap::Yes,
       op, ": x overlaps itself (an expanded tensor), and the op writes it; pass x.clone()");

@@ -1,4 +1,5 @@
-// CPU forward kernels: rms_norm, rms_norm.out, fused_add_rms_norm, fused_add_rms_norm_.
+// CPU forward kernels: rms_norm, rms_norm.out, fused_add_rms_norm, fused_add_rms_norm_,
+// of each op family (variants.h: the weight offset is a parameter of the row loop).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -22,7 +23,8 @@ void launch(
     const std::optional<at::Tensor>& weight,
     at::Tensor& y,
     RowShape shape,
-    double eps) {
+    double eps,
+    double weight_offset) {
   if (shape.rows == 0 || shape.cols == 0) {
     return;
   }
@@ -32,7 +34,8 @@ void launch(
     const T* res = residual ? residual->const_data_ptr<T>() : nullptr;
     T* res_out = residual_out ? residual_out->data_ptr<T>() : nullptr;
     auto run = [&](const auto* w) {
-      rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps);
+      rms_norm_rows(x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), shape.rows, shape.cols, eps,
+                    weight_offset);
     };
     // A 16-bit weight is widened once per call, unless there are too few rows
     // for that to pay for its own allocation and conversion, or the row loop
@@ -54,24 +57,26 @@ void launch(
 }  // namespace
 
 at::Tensor rms_norm(
+    const Variant& v,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const RowShape shape = check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps);
+  const RowShape shape = check_rms_norm_args(v.rms_norm, x, normalized_shape, weight, eps);
   const at::Tensor xc = x.contiguous();
   at::Tensor y = fresh_output(x);
-  launch(xc, nullptr, nullptr, weight, y, shape, eps);
+  launch(xc, nullptr, nullptr, weight, y, shape, eps, v.weight_offset);
   return y;
 }
 
 at::Tensor& rms_norm_out(
+    const Variant& v,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps,
     at::Tensor& out) {
-  const char* op = "spyre::rms_norm.out";
+  const char* op = v.rms_norm_out;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_out(op, x, out);
   check_weight_not_written(op, weight, "out", out);
@@ -84,48 +89,50 @@ at::Tensor& rms_norm_out(
       op, ": out overlaps x without being x; pass out=x or a tensor that does not share x's memory");
   const at::Tensor xc = x.contiguous();
   if (out.is_contiguous()) {
-    launch(xc, nullptr, nullptr, weight, out, shape, eps);
+    launch(xc, nullptr, nullptr, weight, out, shape, eps, v.weight_offset);
   } else {
     at::Tensor y = at::empty(x.sizes(), x.options());
-    launch(xc, nullptr, nullptr, weight, y, shape, eps);
+    launch(xc, nullptr, nullptr, weight, y, shape, eps, v.weight_offset);
     out.copy_(y);
   }
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
+    const Variant& v,
     const at::Tensor& x,
     const at::Tensor& residual,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::fused_add_rms_norm";
+  const char* op = v.fused_add_rms_norm;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
   const at::Tensor xc = x.contiguous();
   const at::Tensor rc = residual.contiguous();
   at::Tensor y = fresh_output(x);
   at::Tensor sum = fresh_output(x);
-  launch(xc, &rc, &sum, weight, y, shape, eps);
+  launch(xc, &rc, &sum, weight, y, shape, eps, v.weight_offset);
   return {y, sum};
 }
 
 void fused_add_rms_norm_(
+    const Variant& v,
     at::Tensor& x,
     at::Tensor& residual,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::fused_add_rms_norm_";
+  const char* op = v.fused_add_rms_norm_;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
-  check_inplace_no_overlap(x, residual);
+  check_inplace_no_overlap(op, x, residual);
   check_weight_not_written(op, weight, "x", x);
   check_weight_not_written(op, weight, "residual", residual);
   // Contiguous tensors are updated in place; others through contiguous copies.
   at::Tensor xc = x.contiguous();
   at::Tensor rc = residual.contiguous();
-  launch(xc, &rc, &rc, weight, xc, shape, eps);
+  launch(xc, &rc, &rc, weight, xc, shape, eps, v.weight_offset);
   if (!xc.is_same(x)) {
     x.copy_(xc);
   }

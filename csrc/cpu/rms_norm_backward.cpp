@@ -1,6 +1,8 @@
 // CPU kernel of rms_norm_backward. Not performance-critical: plain loops in the
 // accumulator dtype, rows in parallel for grad_x and columns in parallel for
-// grad_weight, so neither depends on the thread count.
+// grad_weight, so neither depends on the thread count. The family's weight
+// offset (variants.h) enters grad_x only, through the scale w + offset; grad_weight
+// is the same for every offset.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -14,12 +16,13 @@
 namespace spyre_ops::cpu {
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
+    const Variant& v,
     const at::Tensor& grad_out,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::rms_norm_backward";
+  const char* op = v.rms_norm_backward;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   TORCH_CHECK(
       grad_out.sizes().equals(x.sizes()) && grad_out.device() == x.device(),
@@ -41,7 +44,11 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
     constexpr auto acc_type = c10::CppTypeToScalarType<Acc>::value;
     const at::Tensor xc = x.contiguous();
     const at::Tensor gc = grad_out.to(x.scalar_type()).contiguous();
-    const at::Tensor wc = weight.has_value() ? weight->to(acc_type).contiguous() : at::Tensor();
+    // The scale w + offset, once per call (the loops below stay those of the plain op).
+    at::Tensor wc;
+    if (weight.has_value()) {
+      wc = (v.weight_offset != 0.0 ? weight->to(acc_type) + v.weight_offset : weight->to(acc_type)).contiguous();
+    }
     const T* xp = xc.const_data_ptr<T>();
     const T* gp = gc.const_data_ptr<T>();
     const Acc* wp = weight.has_value() ? wc.const_data_ptr<Acc>() : nullptr;

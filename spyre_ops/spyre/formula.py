@@ -34,6 +34,10 @@ Rows the formula cannot take as they are (the shared semantics of a row):
 
 No ``where`` is needed for these (torch-spyre's ``where3`` has no fp32 form).
 
+The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
+``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
+in the compute dtype.
+
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
 fp64). The row scale m and q are taken in the input's dtype for bf16 and fp32
@@ -95,8 +99,16 @@ def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.mul(torch.reciprocal(d), mantissa)
 
 
-def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
-    """RMSNorm of each row (last dim) of x, any rank; result of x's shape and dtype."""
+def _scale(weight: torch.Tensor, c: torch.dtype, weight_offset: float) -> torch.Tensor:
+    """The weight as the formula multiplies by it: ``weight + weight_offset`` in the compute dtype."""
+    w = weight.to(c)
+    return torch.add(w, weight_offset) if weight_offset != 0.0 else w
+
+
+def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+                  weight_offset: float = 0.0) -> torch.Tensor:
+    """RMSNorm of each row (last dim) of x, any rank, scaled by ``weight + weight_offset``
+    (Gemma's ``1 + weight``: offset 1.0; no weight: no scale); result of x's shape and dtype."""
     in_dtype = x.dtype
     c = compute_dtype_for(in_dtype, policy)
     w_dtype = scale_dtype_for(in_dtype, c)
@@ -125,32 +137,35 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     u = torch.div(xw, m).to(c)  # an Inf row: 0 at finite entries, NaN at the Inf
     y = torch.mul(u, g)
     if weight is not None:
-        y = torch.mul(y, weight.to(c))
+        y = torch.mul(y, _scale(weight, c, weight_offset))
     return y.to(in_dtype)
 
 
 def fused_add_rms_norm_rows(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+    weight_offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(x + residual), x + residual) over the last dim, the sum rounded to x's dtype first."""
     summed = torch.add(x, residual)
-    return rms_norm_rows(summed, weight, eps, policy), summed
+    return rms_norm_rows(summed, weight, eps, policy, weight_offset=weight_offset), summed
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+             weight_offset: float = 0.0) -> torch.Tensor:
     """RMSNorm over the last dim of x of any rank >= 1, x's rank kept (no reshape in the graph:
     torch-spyre cannot lay out a 2-D view of a higher-rank graph input); contiguous result."""
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    return rms_norm_rows(x, weight, eps, policy).contiguous()
+    return rms_norm_rows(x, weight, eps, policy, weight_offset=weight_offset).contiguous()
 
 
 def fused_add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, policy: torch.dtype, *,
+    weight_offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(x + residual), x + residual) over the last dim of x of any rank >= 1, rank kept."""
     if x.numel() == 0:
         empty = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         return empty, empty.clone()
-    out, summed = fused_add_rms_norm_rows(x, residual, weight, eps, policy)
+    out, summed = fused_add_rms_norm_rows(x, residual, weight, eps, policy, weight_offset=weight_offset)
     return out.contiguous(), summed.contiguous()
