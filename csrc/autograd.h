@@ -4,7 +4,8 @@
 namespace spyre_ops {
 
 // Registers the Autograd kernels of rms_norm, fused_add_rms_norm and
-// fused_add_rms_norm_. Idempotent; call once the schemas exist.
+// fused_add_rms_norm_ of every op family (variants.h). Idempotent; call once
+// the schemas exist.
 void register_autograd_kernels();
 
 }  // namespace spyre_ops

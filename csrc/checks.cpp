@@ -142,8 +142,7 @@ void check_out(const char* op, const at::Tensor& x, const at::Tensor& out) {
 // smaller ones: any slice or transpose of a dense tensor), may_overlap otherwise.
 bool may_share_elements(const at::Tensor& a, const at::Tensor& b);
 
-void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual) {
-  const char* op = "spyre::fused_add_rms_norm_";
+void check_inplace_no_overlap(const char* op, const at::Tensor& x, const at::Tensor& residual) {
   TORCH_CHECK(
       at::has_internal_overlap(x) != at::MemOverlap::Yes,
       op, ": x overlaps itself (an expanded tensor), and the op writes it; pass x.clone()");

@@ -31,7 +31,7 @@ void check_residual(const char* op, const at::Tensor& x, const at::Tensor& resid
 // Checks that `out` can receive the result for x (same shape, dtype, device).
 // For the in-place fused op: x and residual are written, so neither may overlap
 // itself (expanded tensors) and they may not share memory.
-void check_inplace_no_overlap(const at::Tensor& x, const at::Tensor& residual);
+void check_inplace_no_overlap(const char* op, const at::Tensor& x, const at::Tensor& residual);
 
 void check_out(const char* op, const at::Tensor& x, const at::Tensor& out);
 

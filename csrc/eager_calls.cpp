@@ -93,7 +93,9 @@ PyObject* not_implemented() {
   Py_RETURN_NOTIMPLEMENTED;
 }
 
-// (x, normalized_shape, weight, eps, out): spyre::rms_norm, or spyre::rms_norm.out when out is not None.
+// (x, normalized_shape, weight, eps, out): spyre::rms_norm, or spyre::rms_norm.out when out is not None
+// (for family V: its rms_norm and rms_norm.out).
+template <const Variant& V>
 PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   if (nargs != 5 || at::impl::torch_function_mode_enabled()) {
@@ -110,7 +112,7 @@ PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     at::Tensor y;
     {
       pybind11::gil_scoped_release no_gil;
-      y = handle::rms_norm().call(*x, shape, weight, eps);
+      y = handle::rms_norm<V>().call(*x, shape, weight, eps);
     }
     return THPVariable_Wrap(std::move(y));
   }
@@ -121,7 +123,7 @@ PyObject* rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   at::Tensor out_ = *out;
   {
     pybind11::gil_scoped_release no_gil;
-    handle::rms_norm_out().call(*x, shape, weight, eps, out_);
+    handle::rms_norm_out<V>().call(*x, shape, weight, eps, out_);
   }
   Py_INCREF(args[4]);
   return args[4];
@@ -148,7 +150,8 @@ struct FusedArgs {
   }
 };
 
-// spyre::fused_add_rms_norm: (out, x + residual).
+// spyre::fused_add_rms_norm (family V's): (out, x + residual).
+template <const Variant& V>
 PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   FusedArgs a;
@@ -158,7 +161,7 @@ PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   std::tuple<at::Tensor, at::Tensor> result;
   {
     pybind11::gil_scoped_release no_gil;
-    result = handle::fused_add_rms_norm().call(*a.x, *a.residual, a.shape, a.weight, a.eps);
+    result = handle::fused_add_rms_norm<V>().call(*a.x, *a.residual, a.shape, a.weight, a.eps);
   }
   PyObject* y = THPVariable_Wrap(std::move(std::get<0>(result)));
   if (y == nullptr) {
@@ -181,7 +184,8 @@ PyObject* fused_add_rms_norm(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   END_HANDLE_TH_ERRORS
 }
 
-// spyre::fused_add_rms_norm_: writes x and residual, returns None.
+// spyre::fused_add_rms_norm_ (family V's): writes x and residual, returns None.
+template <const Variant& V>
 PyObject* fused_add_rms_norm_(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   FusedArgs a;
@@ -191,26 +195,39 @@ PyObject* fused_add_rms_norm_(PyObject*, PyObject* const* args, Py_ssize_t nargs
   at::Tensor x = *a.x, residual = *a.residual;
   {
     pybind11::gil_scoped_release no_gil;
-    handle::fused_add_rms_norm_().call(x, residual, a.shape, a.weight, a.eps);
+    handle::fused_add_rms_norm_<V>().call(x, residual, a.shape, a.weight, a.eps);
   }
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
 }
 
+template <PyObject* (*F)(PyObject*, PyObject* const*, Py_ssize_t)>
+PyCFunction fastcall() {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(F));
+}
+
 }  // namespace
 
+// One row per op and family: the Python name is the family's op name without its namespace.
 PyMethodDef eager_call_methods[] = {
-    {"rms_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(rms_norm)), METH_FASTCALL,
+    {"rms_norm", fastcall<rms_norm<kRmsNorm>>(), METH_FASTCALL,
      "rms_norm(x, normalized_shape, weight, eps, out): spyre::rms_norm (out None) or spyre::rms_norm.out, "
      "or NotImplemented when an argument is not of the plain kind this entry reads."},
-    {"fused_add_rms_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fused_add_rms_norm)),
-     METH_FASTCALL,
+    {"fused_add_rms_norm", fastcall<fused_add_rms_norm<kRmsNorm>>(), METH_FASTCALL,
      "fused_add_rms_norm(x, residual, normalized_shape, weight, eps): spyre::fused_add_rms_norm, "
      "or NotImplemented."},
-    {"fused_add_rms_norm_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fused_add_rms_norm_)),
-     METH_FASTCALL,
+    {"fused_add_rms_norm_", fastcall<fused_add_rms_norm_<kRmsNorm>>(), METH_FASTCALL,
      "fused_add_rms_norm_(x, residual, normalized_shape, weight, eps): spyre::fused_add_rms_norm_, "
      "or NotImplemented."},
+    {"gemma_rms_norm", fastcall<rms_norm<kGemma>>(), METH_FASTCALL,
+     "gemma_rms_norm(x, normalized_shape, weight, eps, out): spyre_ops::gemma_rms_norm (out None) or "
+     "spyre_ops::gemma_rms_norm.out, or NotImplemented."},
+    {"gemma_fused_add_rms_norm", fastcall<fused_add_rms_norm<kGemma>>(), METH_FASTCALL,
+     "gemma_fused_add_rms_norm(x, residual, normalized_shape, weight, eps): "
+     "spyre_ops::gemma_fused_add_rms_norm, or NotImplemented."},
+    {"gemma_fused_add_rms_norm_", fastcall<fused_add_rms_norm_<kGemma>>(), METH_FASTCALL,
+     "gemma_fused_add_rms_norm_(x, residual, normalized_shape, weight, eps): "
+     "spyre_ops::gemma_fused_add_rms_norm_, or NotImplemented."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -5,7 +5,8 @@
 
 namespace spyre_ops {
 
-// rms_norm, fused_add_rms_norm, fused_add_rms_norm_: added to spyre_ops._C.
+// rms_norm, fused_add_rms_norm, fused_add_rms_norm_ and their gemma_ forms:
+// added to spyre_ops._C.
 extern PyMethodDef eager_call_methods[];
 
 }  // namespace spyre_ops

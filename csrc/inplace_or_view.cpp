@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <memory>
+#include <vector>
 #include <optional>
 
 namespace spyre_ops {
@@ -21,6 +22,7 @@ namespace {
 
 using OptTensor = std::optional<at::Tensor>;
 
+template <const Variant& V>
 at::Tensor& rms_norm_out_inplace_or_view(
     c10::DispatchKeySet keys,
     const at::Tensor& x,
@@ -31,12 +33,13 @@ at::Tensor& rms_norm_out_inplace_or_view(
   {
     // What the kernel writes internally (a copy into a strided out) is not counted again.
     c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
-    handle::rms_norm_out().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
+    handle::rms_norm_out<V>().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, normalized_shape, weight, eps, out);
   }
   out.unsafeGetTensorImpl()->bump_version();
   return out;
 }
 
+template <const Variant& V>
 void fused_add_rms_norm_inplace_or_view(
     c10::DispatchKeySet keys,
     at::Tensor& x,
@@ -46,7 +49,7 @@ void fused_add_rms_norm_inplace_or_view(
     double eps) {
   {
     c10::impl::ExcludeDispatchKeyGuard below(c10::DispatchKey::ADInplaceOrView);
-    handle::fused_add_rms_norm_().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, normalized_shape, weight, eps);
+    handle::fused_add_rms_norm_<V>().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, residual, normalized_shape, weight, eps);
   }
   x.unsafeGetTensorImpl()->bump_version();
   residual.unsafeGetTensorImpl()->bump_version();
@@ -55,14 +58,18 @@ void fused_add_rms_norm_inplace_or_view(
 }  // namespace
 
 void register_inplace_or_view_kernels() {
-  static std::unique_ptr<torch::Library> lib;
-  if (lib) {
+  static std::vector<std::unique_ptr<torch::Library>> libs;
+  if (!libs.empty()) {
     return;
   }
-  lib = std::make_unique<torch::Library>(
-      torch::Library::IMPL, "spyre", c10::DispatchKey::ADInplaceOrView, __FILE__, __LINE__);
-  lib->impl("rms_norm.out", TORCH_FN(rms_norm_out_inplace_or_view));
-  lib->impl("fused_add_rms_norm_", TORCH_FN(fused_add_rms_norm_inplace_or_view));
+  for_each_variant([](auto v) {
+    constexpr const Variant& V = decltype(v)::value;
+    auto lib = std::make_unique<torch::Library>(
+        torch::Library::IMPL, V.ns, c10::DispatchKey::ADInplaceOrView, __FILE__, __LINE__);
+    lib->impl(V.rms_norm_out, TORCH_FN(rms_norm_out_inplace_or_view<V>));
+    lib->impl(V.fused_add_rms_norm_, TORCH_FN(fused_add_rms_norm_inplace_or_view<V>));
+    libs.push_back(std::move(lib));
+  });
 }
 
 }  // namespace spyre_ops

@@ -12,7 +12,8 @@
 
 namespace spyre_ops {
 
-// Registers the Functionalize and Autograd kernels of spyre::rms_norm.out. Idempotent.
+// Registers the Functionalize and Autograd kernels of spyre::rms_norm.out and of
+// the other families' rms_norm.out (variants.h). Idempotent.
 void register_out_overload_kernels();
 
 }  // namespace spyre_ops

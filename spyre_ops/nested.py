@@ -6,6 +6,7 @@ normalizing over trailing dims that exclude the ragged one is the same op on
 ``values()``, whose result is re-wrapped with the input's offsets. Normalizing
 over the ragged dim, and the ``out=`` and in-place ops, are refused with a
 clear error. Strided nested tensors are refused by the kernels' own checks.
+Every op family (:mod:`spyre_ops._variants`, the Gemma ops too) gets these rules.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 
 from . import _checks
-from ._library import lib
+from ._library import LIBRARIES
+from ._variants import VARIANTS, Variant
 
 try:  # the class behind layout=torch.jagged (a PyTorch internal, present in torch 2.x)
     from torch.nested._internal.nested_tensor import NestedTensor
@@ -52,15 +54,20 @@ def _wrap(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _op_name(func: Any) -> str:
+    """The qualified name of the op ``func`` (an OpOverload), as the messages spell it."""
+    return func._schema.name
+
+
 def _jagged_rms_norm(cls: Any, func: Any, types: Any, args: tuple, kwargs: dict) -> torch.Tensor:
     x, normalized_shape, *rest = args
-    _values_shape_ok("spyre::rms_norm", x, normalized_shape)
+    _values_shape_ok(_op_name(func), x, normalized_shape)
     return _wrap(func(x.values(), normalized_shape, *rest, **kwargs), x)
 
 
 def _jagged_fused_add_rms_norm(cls: Any, func: Any, types: Any, args: tuple, kwargs: dict) -> tuple:
     x, residual, normalized_shape, *rest = args
-    op = "spyre::fused_add_rms_norm"
+    op = _op_name(func)
     _values_shape_ok(op, x, normalized_shape)
     same_rows = isinstance(residual, NestedTensor) and (
         residual.offsets() is x.offsets() or torch.equal(residual.offsets(), x.offsets())
@@ -77,26 +84,42 @@ def _jagged_rms_norm_backward(cls: Any, func: Any, types: Any, args: tuple, kwar
     return _wrap(grad_x, x), grad_weight
 
 
-def _refuse(cls: Any, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
-    raise RuntimeError(
-        f"{func._schema.name}: jagged nested tensors are supported by spyre::rms_norm and "
-        "spyre::fused_add_rms_norm (functional) only; not by out= or the in-place op"
-    )
+def _refuser(variant: Variant) -> Any:
+    """The rule of ``variant``'s out= and in-place ops: a clear refusal."""
+    supported = f"{variant.qualname('rms_norm')} and {variant.qualname('fused_add_rms_norm')}"
+
+    def refuse(cls: Any, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+        raise RuntimeError(
+            f"{_op_name(func)}: jagged nested tensors are supported by {supported} "
+            "(functional) only; not by out= or the in-place op"
+        )
+
+    return refuse
+
+
+#: op (its name in the plain family) -> its rule for jagged nested tensors.
+RULES = {
+    "rms_norm": _jagged_rms_norm,
+    "fused_add_rms_norm": _jagged_fused_add_rms_norm,
+    "rms_norm_backward": _jagged_rms_norm_backward,
+}
+REFUSED = ("rms_norm.out", "fused_add_rms_norm_")
+
+
+def register(variant: Variant) -> None:
+    """Registers the jagged nested-tensor rules of ``variant``'s ops."""
+    lib = LIBRARIES[variant.namespace]
+    rules = {**RULES, **{op: _refuser(variant) for op in REFUSED}}
+    for op, rule in rules.items():
+        torch.library.register_torch_dispatch(variant.qualname(op), NestedTensor, rule, lib=lib)
+    # The backward op has no autograd kernel of its own (see csrc/autograd.cpp):
+    # with a nested tensor it passes through autograd to the rule above.
+    lib.impl(variant.name("rms_norm_backward"), torch.library.fallthrough_kernel, "AutogradNestedTensor")
 
 
 if NestedTensor is not None:
-    torch.library.register_torch_dispatch("spyre::rms_norm", NestedTensor, _jagged_rms_norm, lib=lib)
-    torch.library.register_torch_dispatch(
-        "spyre::fused_add_rms_norm", NestedTensor, _jagged_fused_add_rms_norm, lib=lib
-    )
-    torch.library.register_torch_dispatch(
-        "spyre::rms_norm_backward", NestedTensor, _jagged_rms_norm_backward, lib=lib
-    )
-    # The backward op has no autograd kernel of its own (see csrc/autograd.cpp):
-    # with a nested tensor it passes through autograd to the rule above.
-    lib.impl("rms_norm_backward", torch.library.fallthrough_kernel, "AutogradNestedTensor")
-    torch.library.register_torch_dispatch("spyre::rms_norm.out", NestedTensor, _refuse, lib=lib)
-    torch.library.register_torch_dispatch("spyre::fused_add_rms_norm_", NestedTensor, _refuse, lib=lib)
+    for _variant in VARIANTS:
+        register(_variant)
 
 
 def _refuse_strided_nested(op: str, schema: torch._C.FunctionSchema) -> Any:
@@ -114,7 +137,10 @@ def _refuse_strided_nested(op: str, schema: torch._C.FunctionSchema) -> Any:
     return kernel
 
 
-for _name in ("rms_norm", "rms_norm.out", "fused_add_rms_norm", "fused_add_rms_norm_", "rms_norm_backward"):
-    _packet, _, _overload = _name.partition(".")
-    _op = getattr(getattr(torch.ops.spyre, _packet), _overload or "default")
-    lib.impl(_name, _refuse_strided_nested(f"spyre::{_name}", _op._schema), "NestedTensorCPU")
+for _variant in VARIANTS:
+    for _name in ("rms_norm", "rms_norm.out", "fused_add_rms_norm", "fused_add_rms_norm_", "rms_norm_backward"):
+        _packet, _, _overload = _name.partition(".")
+        _op = getattr(_variant.packet(_packet), _overload or "default")
+        LIBRARIES[_variant.namespace].impl(
+            _variant.name(_name), _refuse_strided_nested(_variant.qualname(_name), _op._schema), "NestedTensorCPU"
+        )

@@ -1,4 +1,5 @@
-"""``spyre_ops.nn.RMSNorm``: a drop-in for ``torch.nn.RMSNorm`` backed by the spyre ops.
+"""``spyre_ops.nn.RMSNorm``: a drop-in for ``torch.nn.RMSNorm`` backed by the spyre ops, and
+``spyre_ops.nn.GemmaRMSNorm``: a drop-in for Hugging Face's ``Gemma3RMSNorm`` (``(1 + weight)``).
 
 (No ``from __future__ import annotations`` here: TorchScript reads this
 module's class annotations and needs them as types, not strings.)
@@ -35,6 +36,10 @@ def _default_eps(dtype: torch.dtype) -> float:
     return 1.1920928955078125e-07
 
 
+#: The eager entry points (rms_norm, fused_add_rms_norm) by whether the module is Gemma's.
+_EAGER_CALLS = {False: (_C.rms_norm, _C.fused_add_rms_norm), True: (_C.gemma_rms_norm, _C.gemma_fused_add_rms_norm)}
+
+
 def _default_eps_of(x: torch.Tensor) -> float:
     """:func:`_default_eps` of ``x``'s dtype: one call in a ``torch.fx`` graph, where
     the dtype is known only when the graph runs."""
@@ -42,6 +47,7 @@ def _default_eps_of(x: torch.Tensor) -> float:
 
 
 def _rms_norm_or_fused(
+    gemma: bool,
     x: torch.Tensor,
     residual: Optional[torch.Tensor],
     normalized_shape: List[int],
@@ -52,6 +58,10 @@ def _rms_norm_or_fused(
     ``symbolic_trace(RMSNorm(n))`` has ``residual`` as an input that defaults to None."""
     if eps is None:
         eps = _default_eps(x.dtype)
+    if gemma:
+        if residual is None:
+            return torch.ops.spyre_ops.gemma_rms_norm(x, normalized_shape, weight, eps)
+        return torch.ops.spyre_ops.gemma_fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
     if residual is None:
         return torch.ops.spyre.rms_norm(x, normalized_shape, weight, eps)
     return torch.ops.spyre.fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
@@ -89,6 +99,9 @@ class RMSNorm(nn.Module):
     __jit_unused_properties__ = ["eps"]  # TorchScript reads _eps directly
     _eps: Optional[float]
     _shape: List[int]
+    __constants__ = ["_gemma"]
+    #: Whether the module computes Gemma's (1 + weight) scale (spyre_ops::gemma_* ops).
+    _gemma: bool = False
 
     def __init__(
         self,
@@ -135,21 +148,26 @@ class RMSNorm(nn.Module):
             if not torch.compiler.is_dynamo_compiling():
                 if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace
                     if _is_default_input(residual):
-                        return _rms_norm_or_fused(x, residual, self._shape, self.weight, eps)
+                        return _rms_norm_or_fused(self._gemma, x, residual, self._shape, self.weight, eps)
                     if eps is None:
                         eps = _default_eps_of(x)
                 else:
                     # Eager: the direct op call of spyre_ops.ops (NotImplemented: take torch.ops).
                     if eps is None:
                         eps = _default_eps(x.dtype)
+                    eager_rms_norm, eager_fused = _EAGER_CALLS[self._gemma]
                     if residual is None:
-                        y = _C.rms_norm(x, self._shape, self.weight, eps, None)
+                        y = eager_rms_norm(x, self._shape, self.weight, eps, None)
                     else:
-                        y = _C.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
+                        y = eager_fused(x, residual, self._shape, self.weight, eps)
                     if y is not NotImplemented:
                         return y
         if eps is None:
             eps = _default_eps(x.dtype)
+        if self._gemma:
+            if residual is None:
+                return torch.ops.spyre_ops.gemma_rms_norm(x, self._shape, self.weight, eps)
+            return torch.ops.spyre_ops.gemma_fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
         if residual is None:
             return torch.ops.spyre.rms_norm(x, self._shape, self.weight, eps)
         return torch.ops.spyre.fused_add_rms_norm(x, residual, self._shape, self.weight, eps)
@@ -159,3 +177,35 @@ class RMSNorm(nn.Module):
             f"{self.normalized_shape}, eps={self.eps}, "
             f"elementwise_affine={self.elementwise_affine}"
         )
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma's RMSNorm, ``x / sqrt(mean(x**2) + eps) * (1 + weight)``, computed by
+    ``torch.ops.spyre_ops.gemma_rms_norm``: a drop-in for Hugging Face's ``Gemma3RMSNorm``.
+
+    As there, ``weight`` starts at zeros (the identity scale), ``eps`` defaults to
+    1e-6, the mean of squares and ``1 + weight`` are taken in float32 and the result
+    is rounded once to ``x.dtype``; the state dict is the same (one ``weight``), so
+    Gemma checkpoints load as they are. ``dim`` is the hidden size (or a
+    ``normalized_shape``); the other arguments are :class:`RMSNorm`'s.
+    ``forward(x, residual)`` returns ``(out, x + residual)`` through
+    ``spyre_ops::gemma_fused_add_rms_norm``, the sum rounded to ``x.dtype`` first.
+    """
+
+    _gemma: bool = True
+
+    def __init__(
+        self,
+        dim: ShapeLike,
+        eps: float | None = 1e-6,
+        elementwise_affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, eps, elementwise_affine, device, dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Sets the weight back to zeros (a scale of 1 + 0)."""
+        if self.weight is not None:
+            nn.init.zeros_(self.weight)

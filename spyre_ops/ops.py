@@ -1,4 +1,5 @@
-"""The public functional API: thin, typed wrappers over ``torch.ops.spyre.*``.
+"""The public functional API: thin, typed wrappers over ``torch.ops.spyre.*`` and, for the
+Gemma ops, ``torch.ops.spyre_ops.gemma_*`` (one shared body per op, :class:`_Family`).
 
 Calling ``torch.ops.spyre.<op>`` directly is equivalent; these wrappers also
 accept an ``int`` for ``normalized_shape``, carry the documentation, and in
@@ -18,12 +19,14 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
 from . import _C
 from . import nested as _nested
-from . import _out_checks  # noqa: F401  (defines spyre::_check_rms_norm_out)
+from . import _out_checks
+from ._variants import GEMMA, RMS_NORM, Variant
 
 try:  # NumPy is optional for torch
     import numpy as _np
@@ -31,6 +34,41 @@ except ImportError:  # pragma: no cover
     _np = None
 
 ShapeLike = int | Sequence[int] | torch.Size
+
+
+class _Family(NamedTuple):
+    """What the wrappers of one op family (:mod:`spyre_ops._variants`) call."""
+
+    api: str  # the public wrappers' names without the op, for messages: "spyre_ops.gemma_"
+    rms_norm_name: str  # the op's qualified name, for messages: "spyre_ops::gemma_rms_norm"
+    rms_norm: Any  # torch.ops.<ns>.<prefix>rms_norm
+    check_out: Any  # torch.ops.<ns>._check_<prefix>rms_norm_out
+    fused_add_rms_norm: Any
+    fused_add_rms_norm_: Any
+    eager_rms_norm: Any  # spyre_ops._C.<prefix>rms_norm & co. (csrc/eager_calls.cpp)
+    eager_fused_add_rms_norm: Any
+    eager_fused_add_rms_norm_: Any
+
+
+def _family(variant: Variant) -> _Family:
+    def eager(op: str) -> Any:
+        return getattr(_C, variant.name(op))
+
+    return _Family(
+        api=f"spyre_ops.{variant.prefix}",
+        rms_norm_name=variant.qualname("rms_norm"),
+        rms_norm=variant.packet("rms_norm"),
+        check_out=_out_checks.check_op(variant),
+        fused_add_rms_norm=variant.packet("fused_add_rms_norm"),
+        fused_add_rms_norm_=variant.packet("fused_add_rms_norm_"),
+        eager_rms_norm=eager("rms_norm"),
+        eager_fused_add_rms_norm=eager("fused_add_rms_norm"),
+        eager_fused_add_rms_norm_=eager("fused_add_rms_norm_"),
+    )
+
+
+_PLAIN = _family(RMS_NORM)
+_GEMMA = _family(GEMMA)
 
 
 def _as_shape(normalized_shape: ShapeLike, op: str = "spyre_ops.rms_norm") -> list[int]:
@@ -88,6 +126,59 @@ def _check_out(out: object, op: str) -> None:
         )
 
 
+def _rms_norm(
+    f: _Family, x: torch.Tensor, normalized_shape: ShapeLike, weight: torch.Tensor | None, eps: float,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    if not torch.compiler.is_dynamo_compiling():
+        result = f.eager_rms_norm(x, normalized_shape, weight, eps, out)
+        if result is not NotImplemented:
+            return result
+    op = f.api + "rms_norm"
+    eps = _as_eps(eps, op)
+    shape = _as_shape(normalized_shape, op)
+    _check_out(out, op)
+    _nested.check_normalized_dims(f.rms_norm_name, x, shape)
+    if out is not None:
+        if torch.compiler.is_compiling():
+            # The checks of out as eager mode makes them, in the compiled graph too (see
+            # _out_checks): functionalized, rms_norm.out is a functional call and a copy.
+            f.check_out(x, shape, weight, eps, out)
+        if not out.is_contiguous() and torch.compiler.is_compiling():
+            # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
+            # the op writes a contiguous buffer, copied into out.
+            buffer = torch.empty_like(out, memory_format=torch.contiguous_format)
+            f.rms_norm.out(x, shape, weight, eps, out=buffer)
+            return out.copy_(buffer)
+        return f.rms_norm.out(x, shape, weight, eps, out=out)
+    return f.rms_norm(x, shape, weight, eps)
+
+
+def _fused_add_rms_norm(
+    f: _Family, x: torch.Tensor, residual: torch.Tensor, normalized_shape: ShapeLike,
+    weight: torch.Tensor | None, eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not torch.compiler.is_dynamo_compiling():
+        result = f.eager_fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
+        if result is not NotImplemented:
+            return result
+    op = f.api + "fused_add_rms_norm"
+    eps = _as_eps(eps, op)
+    return f.fused_add_rms_norm(x, residual, _as_shape(normalized_shape, op), weight, eps)
+
+
+def _fused_add_rms_norm_(
+    f: _Family, x: torch.Tensor, residual: torch.Tensor, normalized_shape: ShapeLike,
+    weight: torch.Tensor | None, eps: float,
+) -> None:
+    if not torch.compiler.is_dynamo_compiling():
+        if f.eager_fused_add_rms_norm_(x, residual, normalized_shape, weight, eps) is not NotImplemented:
+            return None
+    op = f.api + "fused_add_rms_norm_"
+    eps = _as_eps(eps, op)
+    f.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape, op), weight, eps)
+
+
 def rms_norm(
     x: torch.Tensor,
     normalized_shape: ShapeLike,
@@ -121,28 +212,7 @@ def rms_norm(
         RuntimeError: for a shape, dtype or device mismatch, or a bad ``eps``.
         TypeError: for a tensor ``eps``.
     """
-    if not torch.compiler.is_dynamo_compiling():
-        result = _C.rms_norm(x, normalized_shape, weight, eps, out)
-        if result is not NotImplemented:
-            return result
-    op = "spyre_ops.rms_norm"
-    eps = _as_eps(eps, op)
-    shape = _as_shape(normalized_shape, op)
-    _check_out(out, op)
-    _nested.check_normalized_dims("spyre::rms_norm", x, shape)
-    if out is not None:
-        if torch.compiler.is_compiling():
-            # The checks of out as eager mode makes them, in the compiled graph too (see
-            # _out_checks): functionalized, rms_norm.out is a functional call and a copy.
-            torch.ops.spyre._check_rms_norm_out(x, shape, weight, eps, out)
-        if not out.is_contiguous() and torch.compiler.is_compiling():
-            # Dynamo refuses out= into a non-contiguous tensor. Under torch.compile
-            # the op writes a contiguous buffer, copied into out.
-            buffer = torch.empty_like(out, memory_format=torch.contiguous_format)
-            torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=buffer)
-            return out.copy_(buffer)
-        return torch.ops.spyre.rms_norm.out(x, shape, weight, eps, out=out)
-    return torch.ops.spyre.rms_norm(x, shape, weight, eps)
+    return _rms_norm(_PLAIN, x, normalized_shape, weight, eps, out)
 
 
 def fused_add_rms_norm(
@@ -159,13 +229,7 @@ def fused_add_rms_norm(
     inputs are left untouched. ``residual`` must have ``x``'s shape, dtype and
     device. See :func:`rms_norm` for the other arguments.
     """
-    if not torch.compiler.is_dynamo_compiling():
-        result = _C.fused_add_rms_norm(x, residual, normalized_shape, weight, eps)
-        if result is not NotImplemented:
-            return result
-    op = "spyre_ops.fused_add_rms_norm"
-    eps = _as_eps(eps, op)
-    return torch.ops.spyre.fused_add_rms_norm(x, residual, _as_shape(normalized_shape, op), weight, eps)
+    return _fused_add_rms_norm(_PLAIN, x, residual, normalized_shape, weight, eps)
 
 
 def fused_add_rms_norm_(
@@ -178,9 +242,53 @@ def fused_add_rms_norm_(
     """In-place :func:`fused_add_rms_norm`: writes ``out`` into ``x`` and
     ``x + residual`` into ``residual``. ``x`` and ``residual`` must not overlap.
     Not differentiable."""
-    if not torch.compiler.is_dynamo_compiling():
-        if _C.fused_add_rms_norm_(x, residual, normalized_shape, weight, eps) is not NotImplemented:
-            return None
-    op = "spyre_ops.fused_add_rms_norm_"
-    eps = _as_eps(eps, op)
-    torch.ops.spyre.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape, op), weight, eps)
+    _fused_add_rms_norm_(_PLAIN, x, residual, normalized_shape, weight, eps)
+
+
+def gemma_rms_norm(
+    x: torch.Tensor,
+    normalized_shape: ShapeLike,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gemma's RMSNorm: ``y = x / sqrt(mean(x**2) + eps) * (1 + weight)`` (``torch.ops.spyre_ops.gemma_rms_norm``).
+
+    As Hugging Face's ``Gemma3RMSNorm`` and vLLM's ``GemmaRMSNorm`` compute it:
+    the mean of squares and ``1 + weight`` in float32 (float64 for float64 ``x``),
+    the result rounded once to ``x.dtype``. The ``1`` is added inside the kernel,
+    so no ``1 + weight`` tensor is made per call. ``weight=None`` means no scale
+    at all (``y = x / sqrt(mean(x**2) + eps)``). Arguments, results and errors
+    are those of :func:`rms_norm`; only the default ``eps`` (Gemma's 1e-6) differs.
+    """
+    return _rms_norm(_GEMMA, x, normalized_shape, weight, eps, out)
+
+
+def gemma_fused_add_rms_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    normalized_shape: ShapeLike,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual add followed by :func:`gemma_rms_norm`, in one pass: returns ``(out, new_residual)``.
+
+    ``new_residual = x + residual`` rounded to ``x.dtype`` first, then normalized
+    (as vLLM's fused kernels do); the inputs are left untouched. See
+    :func:`fused_add_rms_norm` for the arguments.
+    """
+    return _fused_add_rms_norm(_GEMMA, x, residual, normalized_shape, weight, eps)
+
+
+def gemma_fused_add_rms_norm_(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    normalized_shape: ShapeLike,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> None:
+    """In-place :func:`gemma_fused_add_rms_norm`: writes ``out`` into ``x`` and
+    ``x + residual`` into ``residual``. ``x`` and ``residual`` must not overlap.
+    Not differentiable."""
+    _fused_add_rms_norm_(_GEMMA, x, residual, normalized_shape, weight, eps)

@@ -27,13 +27,15 @@ def rms_norm_ref(
     normalized_shape: Sequence[int],
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
+    weight_offset: float = 0.0,
 ) -> torch.Tensor:
-    """float64 RMSNorm over the trailing ``normalized_shape`` dims (result in float64)."""
+    """float64 RMSNorm over the trailing ``normalized_shape`` dims (result in float64), scaled
+    by ``weight + weight_offset`` (Gemma's ``1 + weight``: 1.0) when there is a weight."""
     dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
     xd = x.double()
     y = xd / torch.sqrt(xd.square().mean(dim=dims, keepdim=True) + eps)
     if weight is not None:
-        y = y * weight.double()
+        y = y * (weight.double() + weight_offset)
     return y
 
 
@@ -43,10 +45,11 @@ def fused_add_rms_norm_ref(
     normalized_shape: Sequence[int],
     weight: torch.Tensor | None = None,
     eps: float = 1e-5,
+    weight_offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(s), s) where s = x + residual rounded to x.dtype, as the op defines it."""
     summed = (x.double() + residual.double()).to(x.dtype)
-    return rms_norm_ref(summed, normalized_shape, weight, eps), summed
+    return rms_norm_ref(summed, normalized_shape, weight, eps, weight_offset), summed
 
 
 def assert_close_to_ref(actual: torch.Tensor, expected: torch.Tensor) -> None:

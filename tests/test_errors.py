@@ -11,6 +11,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import spyre_ops  # noqa: F401
+from spyre_ops._variants import VARIANTS, Variant
 
 ops = torch.ops.spyre
 
@@ -60,8 +61,16 @@ CASES = [
 ]
 
 
+def in_family(op: torch._ops.OpOverload, variant: Variant) -> torch._ops.OpOverload:
+    """The op of ``variant`` that ``op`` (a spyre:: op) is in its own family."""
+    packet = variant.packet(op._schema.name.split("::")[1])
+    return getattr(packet, op._overloadname)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.namespace)
 @pytest.mark.parametrize("op,make_args,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_eager_and_fake_raise_the_same_error(op, make_args, message):
+def test_eager_and_fake_raise_the_same_error(op, make_args, message, variant):
+    op = in_family(op, variant)
     args = make_args()
     with pytest.raises(RuntimeError) as eager:
         op(*args)

@@ -1,4 +1,5 @@
-// CPU forward kernels: rms_norm, rms_norm.out, fused_add_rms_norm, fused_add_rms_norm_.
+// CPU forward kernels: rms_norm, rms_norm.out, fused_add_rms_norm, fused_add_rms_norm_,
+// of each op family (variants.h: the weight offset is a parameter of the row loop).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -26,7 +27,8 @@ void launch(
     at::Tensor& y,
     RowShape shape,
     int64_t row_dims,
-    double eps) {
+    double eps,
+    double weight_offset) {
   if (shape.rows == 0 || shape.cols == 0) {
     return;
   }
@@ -38,7 +40,8 @@ void launch(
     T* res_out = residual_out ? residual_out->data_ptr<T>() : nullptr;
     auto run = [&](const auto* w) {
       rms_norm_rows(
-          x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), rows_at, shape.rows, shape.cols, eps);
+          x.const_data_ptr<T>(), res, res_out, w, y.data_ptr<T>(), rows_at, shape.rows, shape.cols, eps,
+          weight_offset);
     };
     // A 16-bit weight is widened once per call, unless there are too few rows
     // for that to pay for its own allocation and conversion, or the row loop
@@ -69,47 +72,50 @@ bool writes_in_place(const at::Tensor& written, const at::Tensor& read, int64_t 
 }  // namespace
 
 at::Tensor rms_norm(
+    const Variant& v,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const RowShape shape = check_rms_norm_args("spyre::rms_norm", x, normalized_shape, weight, eps);
+  const RowShape shape = check_rms_norm_args(v.rms_norm, x, normalized_shape, weight, eps);
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
   const at::Tensor xr = with_contiguous_rows(x, nd);
   at::Tensor y = fresh_output(x);
-  launch(xr, nullptr, nullptr, weight, y, shape, nd, eps);
+  launch(xr, nullptr, nullptr, weight, y, shape, nd, eps, v.weight_offset);
   return y;
 }
 
 at::Tensor& rms_norm_out(
+    const Variant& v,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps,
     at::Tensor& out) {
-  const char* op = "spyre::rms_norm.out";
+  const char* op = v.rms_norm_out;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_out(op, x, out);
   check_out_overlaps(op, x, weight, out);
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
   const at::Tensor xr = with_contiguous_rows(x, nd);
   if (writes_in_place(out, xr, nd)) {
-    launch(xr, nullptr, nullptr, weight, out, shape, nd, eps);
+    launch(xr, nullptr, nullptr, weight, out, shape, nd, eps, v.weight_offset);
   } else {
     at::Tensor y = at::empty(x.sizes(), x.options());
-    launch(xr, nullptr, nullptr, weight, y, shape, nd, eps);
+    launch(xr, nullptr, nullptr, weight, y, shape, nd, eps, v.weight_offset);
     out.copy_(y);
   }
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
+    const Variant& v,
     const at::Tensor& x,
     const at::Tensor& residual,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::fused_add_rms_norm";
+  const char* op = v.fused_add_rms_norm;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
@@ -117,32 +123,33 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(
   const at::Tensor rr = with_contiguous_rows(residual, nd);
   at::Tensor y = fresh_output(x);
   at::Tensor sum = fresh_output(x);
-  launch(xr, &rr, &sum, weight, y, shape, nd, eps);
+  launch(xr, &rr, &sum, weight, y, shape, nd, eps, v.weight_offset);
   return {y, sum};
 }
 
 void fused_add_rms_norm_(
+    const Variant& v,
     at::Tensor& x,
     at::Tensor& residual,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::fused_add_rms_norm_";
+  const char* op = v.fused_add_rms_norm_;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   check_residual(op, x, residual);
-  check_inplace_no_overlap(x, residual);
+  check_inplace_no_overlap(op, x, residual);
   check_weight_not_written(op, weight, "x", x);
   check_weight_not_written(op, weight, "residual", residual);
   // Tensors with contiguous rows that cannot share memory are updated where
   // they are; others through contiguous copies.
   const int64_t nd = static_cast<int64_t>(normalized_shape.size());
   if (has_contiguous_rows(x, nd) && has_contiguous_rows(residual, nd) && !may_overlap(x, residual)) {
-    launch(x, &residual, &residual, weight, x, shape, nd, eps);
+    launch(x, &residual, &residual, weight, x, shape, nd, eps, v.weight_offset);
     return;
   }
   at::Tensor xc = x.contiguous();
   at::Tensor rc = residual.contiguous();
-  launch(xc, &rc, &rc, weight, xc, shape, nd, eps);
+  launch(xc, &rc, &rc, weight, xc, shape, nd, eps, v.weight_offset);
   if (!xc.is_same(x)) {
     x.copy_(xc);
   }

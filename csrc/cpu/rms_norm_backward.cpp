@@ -4,6 +4,8 @@
 // are as accurate as torch's: a row's sums in SIMD lanes, in blocks
 // (blocked_sum: the sum of squares is the forward's own), and the weight
 // gradient's column sums over the rows in double, of products taken in double.
+// The family's weight offset (variants.h) enters grad_x only, through the scale
+// w + offset; grad_weight is the same for every offset.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -46,12 +48,13 @@ Acc weighted_dot(const T* g, const Acc* w, const T* x, int64_t n) {
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
+    const Variant& v,
     const at::Tensor& grad_out,
     const at::Tensor& x,
     at::IntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight,
     double eps) {
-  const char* op = "spyre::rms_norm_backward";
+  const char* op = v.rms_norm_backward;
   const RowShape shape = check_rms_norm_args(op, x, normalized_shape, weight, eps);
   TORCH_CHECK(
       grad_out.sizes().equals(x.sizes()) && grad_out.device() == x.device(),
@@ -74,7 +77,11 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward(
     constexpr auto acc_type = c10::CppTypeToScalarType<Acc>::value;
     const at::Tensor xc = with_contiguous_rows(x, nd);
     const at::Tensor gc = with_contiguous_rows(grad_out.to(x.scalar_type()), nd);
-    const at::Tensor wc = weight.has_value() ? weight->to(acc_type).contiguous() : at::Tensor();
+    // The scale w + offset, once per call (the loops below stay those of the plain op).
+    at::Tensor wc;
+    if (weight.has_value()) {
+      wc = (v.weight_offset != 0.0 ? weight->to(acc_type) + v.weight_offset : weight->to(acc_type)).contiguous();
+    }
     const RowLayout rows_at({&xc, &gc, &grad_x}, nd);
     const T* xp = xc.const_data_ptr<T>();
     const T* gp = gc.const_data_ptr<T>();

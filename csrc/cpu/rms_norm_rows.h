@@ -93,15 +93,22 @@ Acc inverse_rms(const T* row, int64_t cols, Acc sumsq, double eps) {
   return Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + static_cast<Acc>(eps));
 }
 
-// Writes y = v * inverse_rms(v) * w for one row through the exact path,
-// in double, rounded once to T. Out of line: the hot row loop stays as small
-// as it was without it.
-template <typename T, typename W>
-C10_NOINLINE void normalize_row_exact(const T* row, const W* w, T* y, int64_t cols, double eps) {
+// Writes y = v * inverse_rms(v) * (w + w_offset) for one row through the exact
+// path, in double, rounded once to T; the offset weight is taken in Acc, as the
+// fast path takes it. Out of line: the hot row loop stays as small as it was
+// without it.
+template <typename T, typename W, typename Acc>
+C10_NOINLINE void normalize_row_exact(const T* row, const W* w, T* y, int64_t cols, double eps, Acc w_offset) {
   const auto [c, r] = exact_row_scale(row, cols, eps);
   for (int64_t j = 0; j < cols; ++j) {
     const double v = static_cast<double>(row[j]) / c * r;
-    y[j] = static_cast<T>(w != nullptr ? v * static_cast<double>(w[j]) : v);
+    if (w == nullptr) {
+      y[j] = static_cast<T>(v);
+    } else if (w_offset == Acc(0)) {
+      y[j] = static_cast<T>(v * static_cast<double>(w[j]));
+    } else {
+      y[j] = static_cast<T>(v * static_cast<double>(static_cast<Acc>(w[j]) + w_offset));
+    }
   }
 }
 
@@ -236,15 +243,24 @@ Acc row_add_sum_squares(const T* x, const T* residual, T* residual_out, int64_t 
   }
 }
 
-// yr = src * inv * w (w may be null: no weight), whole chunks first, then at most
-// one partial chunk. kStream: whole chunks with streaming stores (yr 64-byte aligned).
-template <bool kStream, typename T, typename W, typename Acc>
-void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
+// yr = src * inv * (w + w_offset) (w may be null: no weight), whole chunks first,
+// then at most one partial chunk. kStream: whole chunks with streaming stores
+// (yr 64-byte aligned). kOffset: the weight is offset (one add in Acc per vector),
+// else w_offset is ignored.
+template <bool kStream, bool kOffset, typename T, typename W, typename Acc>
+void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms, Acc w_offset) {
   using L = Lanes<T, Acc>;
   using LW = Lanes<W, Acc>;
   using V = Vectorized<Acc>;
   const V inv(inv_rms);
+  const V off(w_offset);
   V a, b, c, d;
+  auto offset = [&]() {
+    if constexpr (kOffset) {
+      c = c + off;
+      d = d + off;
+    }
+  };
   auto store = [&](int64_t j, int64_t n) {
     if (kStream && n == L::K) {
       L::store_stream(yr + j, a, b);
@@ -256,12 +272,13 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
   if (w != nullptr) {
     if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16> && std::is_same_v<W, c10::BFloat16>) {
       for (; j + L::K <= cols; j += L::K) {
-        bf16_scale_chunk(src + j, w + j, yr + j, inv);
+        bf16_scale_chunk<kOffset>(src + j, w + j, yr + j, inv, off);
       }
     }
     for (; j + L::K <= cols; j += L::K) {
       L::load(src + j, L::K, a, b);
       LW::load(w + j, L::K, c, d);
+      offset();
       a = a * inv * c;
       b = b * inv * d;
       store(j, L::K);
@@ -269,6 +286,7 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
     if (j < cols) {
       L::load(src + j, cols - j, a, b);
       LW::load(w + j, cols - j, c, d);
+      offset();
       a = a * inv * c;
       b = b * inv * d;
       store(j, cols - j);
@@ -276,7 +294,7 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
   } else {
     if constexpr (kBf16EvenOdd && std::is_same_v<T, c10::BFloat16>) {
       for (; j + L::K <= cols; j += L::K) {
-        bf16_scale_chunk(src + j, nullptr, yr + j, inv);
+        bf16_scale_chunk<false>(src + j, nullptr, yr + j, inv, off);
       }
     }
     for (; j + L::K <= cols; j += L::K) {
@@ -294,13 +312,13 @@ void scale_row(const T* src, const W* w, T* yr, int64_t cols, Acc inv_rms) {
   }
 }
 
-// One row: y = src * inverse_rms(src) * w, where src = x, or round(x + residual)
-// written to residual_out first when there is a residual. Arguments by value,
-// so that the loops keep them in registers.
-template <typename T, typename W>
+// One row: y = src * inverse_rms(src) * (w + w_offset), where src = x, or
+// round(x + residual) written to residual_out first when there is a residual.
+// Arguments by value, so that the loops keep them in registers.
+template <typename T, typename W, typename Acc = typename AccOf<T>::type>
 void rms_norm_row(
-    const T* x, const T* residual, T* residual_out, const W* w, T* y, int64_t cols, double eps, bool stream) {
-  using Acc = typename AccOf<T>::type;
+    const T* x, const T* residual, T* residual_out, const W* w, T* y, int64_t cols, double eps, bool stream,
+    Acc w_offset) {
   const T* src = x;
   Acc sumsq;
   if (residual != nullptr) {
@@ -310,22 +328,27 @@ void rms_norm_row(
     sumsq = row_sum_squares<T, Acc>(x, cols);
   }
   if (C10_UNLIKELY(needs_exact_path(sumsq) || eps_needs_exact_path<Acc>(eps))) {
-    normalize_row_exact(src, w, y, cols, eps);
+    normalize_row_exact(src, w, y, cols, eps, w_offset);
     return;
   }
   const Acc inv = Acc(1) / std::sqrt(sumsq / static_cast<Acc>(cols) + static_cast<Acc>(eps));
-  if (stream && reinterpret_cast<uintptr_t>(y) % 64 == 0) {
-    scale_row<true>(src, w, y, cols, inv);
+  const bool streamed = stream && reinterpret_cast<uintptr_t>(y) % 64 == 0;
+  if (w != nullptr && w_offset != Acc(0)) {
+    streamed ? scale_row<true, true>(src, w, y, cols, inv, w_offset)
+             : scale_row<false, true>(src, w, y, cols, inv, w_offset);
   } else {
-    scale_row<false>(src, w, y, cols, inv);
+    streamed ? scale_row<true, false>(src, w, y, cols, inv, w_offset)
+             : scale_row<false, false>(src, w, y, cols, inv, w_offset);
   }
 }
 
-// y[r] = src[r] * inverse_rms(src[r]) * w, for rows [0, rows).
+// y[r] = src[r] * inverse_rms(src[r]) * (w + weight_offset), for rows [0, rows).
 // Without a residual, src = x. With one, src = round(x + residual), written to
 // residual_out first (which may alias residual; y may alias x).
-// w may be null (no weight); W is either T or Acc. Row r of x, residual,
-// residual_out and y starts at the offsets rows_at gives it in slots 0-3.
+// w may be null (no weight, no scale); W is either T or Acc. The offset is
+// added to each weight element in Acc (Gemma's 1 + w: weight_offset = 1).
+// Row r of x, residual, residual_out and y starts at the offsets rows_at gives
+// it in slots 0-3.
 template <typename T, typename W>
 void rms_norm_rows(
     const T* x,
@@ -336,7 +359,10 @@ void rms_norm_rows(
     const RowLayout& rows_at,
     int64_t rows,
     int64_t cols,
-    double eps) {
+    double eps,
+    double weight_offset = 0.0) {
+  using Acc = typename AccOf<T>::type;
+  const Acc w_offset = static_cast<Acc>(weight_offset);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
   // An output much larger than the caches is written with streaming stores:
   // nothing reads it back soon, and they spare reading each line before writing it.
@@ -346,7 +372,7 @@ void rms_norm_rows(
     rows_at.for_rows(begin, end, [=](int64_t, const RowLayout::Offsets& o) {
       rms_norm_row<T, W>(
           x + o[0], residual ? residual + o[1] : nullptr, residual ? residual_out + o[2] : nullptr, w, y + o[3],
-          cols, eps, stream_y);
+          cols, eps, stream_y, w_offset);
     });
     if (stream_y) {
       stream_fence();

@@ -265,17 +265,26 @@ struct Bf16Lanes : ReducedLanes<c10::BFloat16> {
 // bits (low half zero) or the default NaN: rounding keeps it a NaN without a test.
 constexpr bool kBf16EvenOdd = true;
 
-// y[0, 16) = round(x * inv * w) for one whole chunk; w may be null (no weight).
+// y[0, 16) = round(x * inv * (w + off)) for one whole chunk (off only when
+// kOffset); w may be null (no weight).
+template <bool kOffset>
 inline void bf16_scale_chunk(
-    const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, const Vectorized<float>& inv) {
+    const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, const Vectorized<float>& inv,
+    const Vectorized<float>& off) {
   const __m256i high = _mm256_set1_epi32(int(0xffff0000u));
   const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
   __m256 even = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), inv);
   __m256 odd = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), inv);
   if (w != nullptr) {
     const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-    even = _mm256_mul_ps(even, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
-    odd = _mm256_mul_ps(odd, _mm256_castsi256_ps(_mm256_and_si256(u, high)));
+    __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+    __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(u, high));
+    if constexpr (kOffset) {
+      we = _mm256_add_ps(we, off);
+      wo = _mm256_add_ps(wo, off);
+    }
+    even = _mm256_mul_ps(even, we);
+    odd = _mm256_mul_ps(odd, wo);
   }
   // Round to nearest even: add 0x7fff plus the lowest kept bit, keep the high half.
   const __m256i one = _mm256_set1_epi32(1);
@@ -289,7 +298,9 @@ inline void bf16_scale_chunk(
 }
 #else
 constexpr bool kBf16EvenOdd = false;
-inline void bf16_scale_chunk(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*, const Vectorized<float>&) {}
+template <bool kOffset>
+inline void bf16_scale_chunk(
+    const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*, const Vectorized<float>&, const Vectorized<float>&) {}
 #endif
 
 // Makes the streaming stores of this thread visible before it moves on.

@@ -49,6 +49,10 @@ The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
 ``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
 in the compute dtype.
 
+The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
+``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
+in the compute dtype.
+
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
 fp64). The row scale m is taken in the input's dtype for bf16 and fp32 inputs

@@ -5,7 +5,7 @@ kernel and device launch; the formula has about twenty ops. So the eager
 kernels (:mod:`spyre_ops.spyre.kernels`) instead trace the formula into an
 aten graph (``make_fx`` on fake tensors: nothing runs on the device while
 tracing), hand that graph to the *graph compiler* once per signature (op,
-shapes, strides, dtypes, weight presence, eps, compute dtype), and cache what
+shapes, strides, dtypes, weight presence, eps, compute dtype, weight offset), and cache what
 it returns. A call with a known signature is one launch of a cached graph.
 The traced graph names no size (every reduction is over the last dim), so one
 trace serves every shape: a new shape costs a copy of the graph module, not a
@@ -105,21 +105,22 @@ def cached_signatures() -> list[tuple]:
 _FORMULAS = {"rms_norm": formula.rms_norm_rows, "fused_add_rms_norm": formula.fused_add_rms_norm_rows}
 
 
-def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype) -> tuple:
+def _signature(kind: str, tensors: Sequence[torch.Tensor], eps: float, policy: torch.dtype,
+               weight_offset: float) -> tuple:
     shapes = tuple((tuple(t.shape), t.dtype, tuple(t.stride()), t.device) for t in tensors)
-    return (kind, shapes, float(eps), policy)
+    return (kind, shapes, float(eps), policy, float(weight_offset))
 
 
 def _trace(kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: float,
-           policy: torch.dtype) -> torch.fx.GraphModule:
-    """The formula's aten graph for these dtypes, eps and policy (traced once, for any shape).
-    ``tensors``: x, the residual for the fused kind, then the weight when there is one."""
-    key = (kind, tuple(t.dtype for t in tensors), has_weight, float(eps), policy)
+           policy: torch.dtype, weight_offset: float) -> torch.fx.GraphModule:
+    """The formula's aten graph for these dtypes, eps, policy and weight offset (traced once,
+    for any shape). ``tensors``: x, the residual for the fused kind, then the weight when there is one."""
+    key = (kind, tuple(t.dtype for t in tensors), has_weight, float(eps), policy, float(weight_offset))
     with _lock:
         traced = _traces.get(key)
     if traced is None:
         no_weight = {} if has_weight else {"weight": None}
-        fn = functools.partial(_FORMULAS[kind], **no_weight, eps=eps, policy=policy)
+        fn = functools.partial(_FORMULAS[kind], **no_weight, eps=eps, policy=policy, weight_offset=weight_offset)
         traced = make_fx(fn, tracing_mode="fake")(*tensors)
         for node in traced.graph.nodes:
             node.meta.pop("val", None)  # the shapes of one trace; the graph itself names none
@@ -133,7 +134,7 @@ def _trace(kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: fl
 
 
 def _build(key: tuple, kind: str, tensors: Sequence[torch.Tensor], has_weight: bool, eps: float,
-           policy: torch.dtype) -> Callable[..., Any]:
+           policy: torch.dtype, weight_offset: float) -> Callable[..., Any]:
     """The compiled graph of signature ``key``: traced and compiled once, one build at a time."""
     with _build_lock:
         with _lock:
@@ -141,7 +142,7 @@ def _build(key: tuple, kind: str, tensors: Sequence[torch.Tensor], has_weight: b
         if compiled is not None:
             return compiled
         with torch.no_grad():
-            graph = _trace(kind, tensors, has_weight, eps, policy)
+            graph = _trace(kind, tensors, has_weight, eps, policy, weight_offset)
             compiled = graph_compiler()(graph, tensors)
         with _lock:
             _graphs[key] = compiled
@@ -151,15 +152,16 @@ def _build(key: tuple, kind: str, tensors: Sequence[torch.Tensor], has_weight: b
 
 
 def run(kind: str, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
-        eps: float, policy: torch.dtype) -> Any:
-    """Runs formula ``kind`` ("rms_norm" or "fused_add_rms_norm") on 2-D x as one cached compiled graph."""
+        eps: float, policy: torch.dtype, weight_offset: float = 0.0) -> Any:
+    """Runs formula ``kind`` ("rms_norm" or "fused_add_rms_norm") on 2-D x as one cached compiled
+    graph, the weight offset by ``weight_offset`` (Gemma: 1.0) inside the graph."""
     tensors = [t for t in (x, residual, weight) if t is not None]
-    key = _signature(kind, tensors, eps, policy)
+    key = _signature(kind, tensors, eps, policy, weight_offset)
     with _lock:
         compiled = _graphs.get(key)
         if compiled is not None:
             _graphs.move_to_end(key)
     if compiled is None:
-        compiled = _build(key, kind, tensors, weight is not None, eps, policy)
+        compiled = _build(key, kind, tensors, weight is not None, eps, policy, weight_offset)
     with torch.no_grad():
         return compiled(*tensors)

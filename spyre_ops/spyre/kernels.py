@@ -10,16 +10,19 @@ compiled kernels need offset-free dense inputs) and runs the formula as one cach
 ``out=`` and the in-place op then write their result with device-to-device
 copies. A weight of another dtype than x's is brought to x's dtype outside the
 graph, once per weight and version (:mod:`spyre_ops.spyre.weights`). The
-backward op has no Spyre kernel.
+backward op has no Spyre kernel. Every op family (:mod:`spyre_ops._variants`)
+has these kernels; a Gemma op's weight offset is added to the weight inside the graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from .. import _checks
+from .._variants import RMS_NORM, Variant
 from . import compute_dtype, graphs, weights
 
 
@@ -37,69 +40,70 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return _dense(t).view(-1, t.shape[-1])
 
 
-def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+def _normalize(x: torch.Tensor, weight: torch.Tensor | None, eps: float, weight_offset: float) -> torch.Tensor:
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     w = None if weight is None else weights.in_dtype(_dense(weight), x.dtype)
-    return graphs.run("rms_norm", _rows(x), None, w, eps, compute_dtype()).view(x.shape)
+    return graphs.run("rms_norm", _rows(x), None, w, eps, compute_dtype(), weight_offset).view(x.shape)
 
 
-def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
+def _fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float, weight_offset: float):
     if x.numel() == 0:
         return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
                 torch.empty(x.shape, dtype=x.dtype, device=x.device))
     w = None if weight is None else weights.in_dtype(_dense(weight), x.dtype)
-    out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, compute_dtype())
+    out, summed = graphs.run("fused_add_rms_norm", _rows(x), _rows(residual), w, eps, compute_dtype(), weight_offset)
     return out.view(x.shape), summed.view(x.shape)
 
 
-def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
-             eps: float = 1e-5) -> torch.Tensor:
-    """Spyre kernel of ``spyre::rms_norm``."""
-    _checks.check_call("spyre::rms_norm", x, normalized_shape, weight, eps)
-    return _normalize(x, weight, eps)
+def kernels(variant: Variant) -> dict[str, Callable[..., Any]]:
+    """The Spyre kernels of ``variant``'s ops, by op name in the plain family ("rms_norm.out")."""
+    name = variant.qualname
+    offset = variant.weight_offset
+
+    def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+                 eps: float = variant.eps) -> torch.Tensor:
+        """Spyre kernel of ``rms_norm``."""
+        _checks.check_call(name("rms_norm"), x, normalized_shape, weight, eps)
+        return _normalize(x, weight, eps, offset)
+
+    def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+                     eps: float = variant.eps, *, out: torch.Tensor) -> torch.Tensor:
+        """Spyre kernel of ``rms_norm.out``: the result in full first, then one copy into out."""
+        _checks.check_call(name("rms_norm.out"), x, normalized_shape, weight, eps, out=out)
+        out.copy_(_normalize(x, weight, eps, offset))
+        return out
+
+    def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                           weight: torch.Tensor | None = None, eps: float = variant.eps):
+        """Spyre kernel of ``fused_add_rms_norm``."""
+        _checks.check_call(name("fused_add_rms_norm"), x, normalized_shape, weight, eps, residual=residual)
+        return _fused(x, residual, weight, eps, offset)
+
+    def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                            weight: torch.Tensor | None = None, eps: float = variant.eps) -> None:
+        """Spyre kernel of ``fused_add_rms_norm_``: the functional result, then two copies."""
+        _checks.check_call(name("fused_add_rms_norm_"), x, normalized_shape, weight, eps, residual=residual,
+                           inplace=True)
+        out, summed = _fused(x, residual, weight, eps, offset)
+        residual.copy_(summed)
+        x.copy_(out)
+
+    return {
+        "rms_norm": rms_norm,
+        "rms_norm.out": rms_norm_out,
+        "fused_add_rms_norm": fused_add_rms_norm,
+        "fused_add_rms_norm_": fused_add_rms_norm_,
+    }
 
 
-def rms_norm_out(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
-                 eps: float = 1e-5, *, out: torch.Tensor) -> torch.Tensor:
-    """Spyre kernel of ``spyre::rms_norm.out``: the result in full first, then one copy into out."""
-    op = "spyre::rms_norm.out"
-    _checks.check_call(op, x, normalized_shape, weight, eps, out=out)
-    out.copy_(_normalize(x, weight, eps))
-    return out
+_registered: set[str] = set()
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
-                       weight: torch.Tensor | None = None, eps: float = 1e-5):
-    """Spyre kernel of ``spyre::fused_add_rms_norm``."""
-    _checks.check_call("spyre::fused_add_rms_norm", x, normalized_shape, weight, eps, residual=residual)
-    return _fused(x, residual, weight, eps)
-
-
-def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
-                        weight: torch.Tensor | None = None, eps: float = 1e-5) -> None:
-    """Spyre kernel of ``spyre::fused_add_rms_norm_``: the functional result, then two copies."""
-    op = "spyre::fused_add_rms_norm_"
-    _checks.check_call(op, x, normalized_shape, weight, eps, residual=residual, inplace=True)
-    out, summed = _fused(x, residual, weight, eps)
-    residual.copy_(summed)
-    x.copy_(out)
-
-
-_KERNELS = {
-    "rms_norm": rms_norm,
-    "rms_norm.out": rms_norm_out,
-    "fused_add_rms_norm": fused_add_rms_norm,
-    "fused_add_rms_norm_": fused_add_rms_norm_,
-}
-_registered = False
-
-
-def register(lib: torch.library.Library) -> None:
-    """Registers the kernels above for PrivateUse1 in ``lib`` (a ``spyre`` library). Idempotent."""
-    global _registered
-    if _registered:
+def register(lib: torch.library.Library, variant: Variant = RMS_NORM) -> None:
+    """Registers ``variant``'s kernels for PrivateUse1 in ``lib`` (the library of its namespace). Idempotent."""
+    if variant.namespace + variant.prefix in _registered:
         return
-    for name, kernel in _KERNELS.items():
-        lib.impl(name, kernel, "PrivateUse1")
-    _registered = True
+    for op, kernel in kernels(variant).items():
+        lib.impl(variant.name(op), kernel, "PrivateUse1")
+    _registered.add(variant.namespace + variant.prefix)

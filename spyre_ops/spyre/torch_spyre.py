@@ -4,7 +4,8 @@ In a compiled graph, torch-spyre's Inductor backend must lower the ops rather
 than leave them as extern calls: :func:`install` (run at ``import spyre_ops``
 when torch-spyre is loaded) registers a decomposition of each op into the Spyre
 formula (:mod:`spyre_ops.spyre.formula`), for spyre tensors only (other devices
-keep their kernel: the decomposition returns ``NotImplemented``).
+keep their kernel: the decomposition returns ``NotImplemented``), for every op family
+(:mod:`spyre_ops._variants`: the Gemma ops with the formula's ``weight_offset=1.0``).
 
 Where the decompositions must land. torch-spyre builds the table it compiles
 with from Inductor's ``select_decomp_table()`` plus its own private table. On
@@ -27,9 +28,11 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+from .._variants import RMS_NORM, VARIANTS, Variant
 from . import formula, policy_guard
 
 DEVICE_TYPE = "spyre"
@@ -65,58 +68,61 @@ def _laid_out(x: torch.Tensor, policy: torch.dtype) -> torch.Tensor:
     return x.contiguous()
 
 
-def decompose_rms_norm(
-    x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None, eps: float = 1e-5
-):
-    """Inductor decomposition of ``spyre::rms_norm`` for spyre tensors (``NotImplemented`` otherwise)."""
-    if not _applies(x, normalized_shape):
-        return NotImplemented
-    policy = _policy()
-    return formula.rms_norm(_laid_out(x, policy), weight, eps, policy)
+def decompositions(variant: Variant) -> dict[str, Callable[..., Any]]:
+    """``variant``'s decompositions for spyre tensors, by op name in the plain family
+    (``NotImplemented`` for other devices); its weight offset is added in the formula."""
+    offset = variant.weight_offset
+
+    def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+                 eps: float = variant.eps):
+        """Inductor decomposition of ``rms_norm`` for spyre tensors (``NotImplemented`` otherwise)."""
+        if not _applies(x, normalized_shape):
+            return NotImplemented
+        policy = _policy()
+        return formula.rms_norm(_laid_out(x, policy), weight, eps, policy, weight_offset=offset)
+
+    def fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
+        policy = _policy()
+        return formula.fused_add_rms_norm(
+            _laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy, weight_offset=offset
+        )
+
+    def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                           weight: torch.Tensor | None = None, eps: float = variant.eps):
+        """Inductor decomposition of ``fused_add_rms_norm`` for spyre tensors."""
+        if not _applies(x, normalized_shape):
+            return NotImplemented
+        return fused(x, residual, weight, eps)
+
+    def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                            weight: torch.Tensor | None = None, eps: float = variant.eps):
+        """Inductor decomposition of ``fused_add_rms_norm_``: the functional formula, then two copies."""
+        if not _applies(x, normalized_shape):
+            return NotImplemented
+        out, summed = fused(x, residual, weight, eps)
+        residual.copy_(summed)
+        x.copy_(out)
+        return None
+
+    return {"rms_norm": rms_norm, "fused_add_rms_norm": fused_add_rms_norm, "fused_add_rms_norm_": fused_add_rms_norm_}
 
 
-def decompose_fused_add_rms_norm(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    normalized_shape: Sequence[int],
-    weight: torch.Tensor | None = None,
-    eps: float = 1e-5,
-):
-    """Inductor decomposition of ``spyre::fused_add_rms_norm`` for spyre tensors."""
-    if not _applies(x, normalized_shape):
-        return NotImplemented
-    policy = _policy()
-    return formula.fused_add_rms_norm(_laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy)
-
-
-def decompose_fused_add_rms_norm_(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    normalized_shape: Sequence[int],
-    weight: torch.Tensor | None = None,
-    eps: float = 1e-5,
-):
-    """Inductor decomposition of ``spyre::fused_add_rms_norm_``: the functional formula, then two copies."""
-    if not _applies(x, normalized_shape):
-        return NotImplemented
-    policy = _policy()
-    out, summed = formula.fused_add_rms_norm(_laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy)
-    residual.copy_(summed)
-    x.copy_(out)
-    return None
-
-
-#: op -> its decomposition for spyre tensors.
-DECOMPOSITIONS = {
-    "rms_norm": decompose_rms_norm,
-    "fused_add_rms_norm": decompose_fused_add_rms_norm,
-    "fused_add_rms_norm_": decompose_fused_add_rms_norm_,
-}
+#: variant -> op -> its decomposition for spyre tensors.
+DECOMPOSITIONS_BY_VARIANT = {variant: decompositions(variant) for variant in VARIANTS}
+#: op -> its decomposition for spyre tensors (the spyre:: ops).
+DECOMPOSITIONS = DECOMPOSITIONS_BY_VARIANT[RMS_NORM]
+decompose_rms_norm = DECOMPOSITIONS["rms_norm"]
+decompose_fused_add_rms_norm = DECOMPOSITIONS["fused_add_rms_norm"]
+decompose_fused_add_rms_norm_ = DECOMPOSITIONS["fused_add_rms_norm_"]
 
 
 def decomposition_table() -> dict:
-    """The decompositions keyed by op overload, as ``make_fx``/Inductor tables are."""
-    return {getattr(torch.ops.spyre, name).default: fn for name, fn in DECOMPOSITIONS.items()}
+    """The decompositions of every op family keyed by op overload, as ``make_fx``/Inductor tables are."""
+    return {
+        variant.packet(name).default: fn
+        for variant, table in DECOMPOSITIONS_BY_VARIANT.items()
+        for name, fn in table.items()
+    }
 
 
 def _torch_spyre_decompositions():
