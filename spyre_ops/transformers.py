@@ -1,8 +1,10 @@
 """Hugging Face transformers integration: route a model's RMSNorm modules to the spyre ops.
 
 ``patch(model)`` changes the class of every RMSNorm module of ``model`` to a
-subclass whose ``forward`` is one call of ``torch.ops.spyre.rms_norm`` (through
-:func:`spyre_ops.rms_norm`, whose eager calls skip torch.ops' argument parsing); the
+subclass whose ``forward`` is one call of a library op, ``torch.ops.spyre.rms_norm``
+or, for Gemma's norms, ``torch.ops.spyre_ops.gemma_rms_norm`` (through
+:func:`spyre_ops.rms_norm` / :func:`spyre_ops.gemma_rms_norm`, whose eager calls skip
+torch.ops' argument parsing); the
 modules keep their parameters, buffers, hooks and state-dict keys.
 :func:`unpatch` (or the returned report's :meth:`PatchReport.undo`, or leaving
 it as a ``with`` block) restores the original classes::
@@ -11,7 +13,7 @@ it as a ``with`` block) restores the original classes::
 
     report = spyre_tf.patch(model)     # e.g. 61 modules of a Llama
     print(report)                      # what was patched, by class and family
-    model.generate(...)                # every RMSNorm is torch.ops.spyre.rms_norm
+    model.generate(...)                # every RMSNorm is one library op
     report.undo()                      # back to transformers' own forward
 
 Two families of norms are covered, each a list of transformers classes
@@ -26,8 +28,9 @@ Two families of norms are covered, each a list of transformers classes
   result has the dtype the class returns: Llama's ``weight * x̂.to(input_dtype)``
   the promoted one (the op then computes in it), OLMo-2's and torch's the input's.
 * ``"gemma"``: ``(1 + weight) * x / sqrt(mean(x^2) + eps)`` computed in float32
-  and rounded once (Gemma, Gemma 2, Gemma 3): the op receives ``1 + weight`` in
-  float32, one small add on the weight per call.
+  and rounded once (Gemma, Gemma 2, Gemma 3), as ``spyre_ops.gemma_rms_norm``
+  computes it: the module's own weight goes to the op, which adds the 1 inside its
+  kernel (no ``1 + weight`` tensor per call).
 
 Any other module whose class name says RMSNorm is refused (``ValueError`` naming
 the classes) rather than guessed at; :func:`register_norm_class` declares a
@@ -163,8 +166,7 @@ def _llama_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
 
 
 def _gemma_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
-    scale = 1.0 + self.weight.float()
-    return ops.rms_norm(hidden_states, self._spyre_ops_shape, scale, _eps(self, hidden_states))
+    return ops.gemma_rms_norm(hidden_states, self._spyre_ops_shape, self.weight, _eps(self, hidden_states))
 
 
 _FORWARDS = {"llama": _llama_forward, "gemma": _gemma_forward}
@@ -196,7 +198,7 @@ def _patched_class(cls: type, family: str) -> type:
                 "_spyre_ops_original_class": cls,
                 "_spyre_ops_family": family,
                 "__module__": __name__,
-                "__doc__": f"{cls.__name__} whose forward is torch.ops.spyre.rms_norm ({family} family).",
+                "__doc__": f"{cls.__name__} whose forward is one spyre_ops library op ({family} family).",
             },
         )
     return _patched_classes[key]
@@ -359,7 +361,7 @@ def _restore(module: nn.Module) -> None:
 
 
 def patch(model: nn.Module, *, check: bool = True) -> PatchReport:
-    """Routes every RMSNorm module of ``model`` to ``torch.ops.spyre.rms_norm``.
+    """Routes every RMSNorm module of ``model`` to its family's library op.
 
     Args:
         model: any module tree (a transformers ``PreTrainedModel`` or a part of it).

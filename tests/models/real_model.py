@@ -73,7 +73,7 @@ SMOLLM2 = RealModel(
 GEMMA3 = RealModel(
     folder="gemma-3-270m", norm_class="Gemma3RMSNorm", family="gemma", num_norms=18 * 6 + 1,
     prompts=("The capital of France is", "def fibonacci(n):", "The largest planet in the solar system is"),
-    chat=False, answer=" the capital of the country of France", new_tokens=8, op="spyre::rms_norm",
+    chat=False, answer=" the capital of the country of France", new_tokens=8, op="spyre_ops::gemma_rms_norm",
 )
 #: By short name, as the tests parametrize over them.
 MODELS = {"smollm2": SMOLLM2, "gemma3": GEMMA3}

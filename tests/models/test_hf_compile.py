@@ -1,6 +1,7 @@
 """Each patched real model under torch.compile(fullgraph=True, dynamic=True): each
-RMSNorm is one library-op node, one graph serves three prompt lengths (no recompile),
-and the compiled logits match the eager patched model's.
+RMSNorm is one library-op node fed by the norm's own weight (no per-call weight
+arithmetic in the graph), one graph serves three prompt lengths (no recompile), and
+the compiled logits match the eager patched model's.
 """
 
 import torch
@@ -38,3 +39,9 @@ def test_compiled_patched_model(real):
     assert len(norm_nodes) == spec.num_norms
     # the norms are the library op, not transformers' decomposed formula
     assert torch.rsqrt not in [n.target for n in nodes]
+    # each norm weight goes straight into its op, and into nothing else
+    weights = [n for n in graphs[0].graph.nodes if n.op == "placeholder" and "norm_parameters_weight" in n.name]
+    assert len(weights) == spec.num_norms
+    elsewhere = {w.name: [u.name for u in w.users] for w in weights
+                 if len(w.users) != 1 or next(iter(w.users)) not in norm_nodes}
+    assert not elsewhere, f"{len(elsewhere)} norm weights used outside their op, e.g. {next(iter(elsewhere.items()))}"

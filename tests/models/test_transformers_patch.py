@@ -15,6 +15,8 @@ import spyre_ops.transformers as spyre_tf
 
 #: float32, two layers: only the summation order differs from transformers' formula.
 ATOL = 1e-4
+#: The library op each family's patched forward calls.
+FAMILY_OPS = {"llama": "spyre::rms_norm", "gemma": "spyre_ops::gemma_rms_norm"}
 
 
 def _tiny(config_cls, **extra):
@@ -41,7 +43,7 @@ def _compare(model, expected_norms: int, family: str) -> None:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 got = model(ids).logits
         again = model(ids).logits
-    assert sum(e.name == "spyre::rms_norm" for e in prof.events()) == expected_norms
+    assert sum(e.name == FAMILY_OPS[family] for e in prof.events()) == expected_norms
     assert (got - ref).abs().max().item() <= ATOL
     assert torch.equal(again, ref)  # undone
 
