@@ -240,3 +240,42 @@ def test_a_name_taken_by_another_plugin_is_refused():
             spyre_vllm.register_oot_layers(only=("LayerNorm",))
     finally:
         op_registry_oot.pop("GemmaRMSNorm", None)
+
+
+HW_AGNOSTIC_RUN = """
+import os, types, torch
+os.environ["VLLM_TARGET_DEVICE"] = "cpu"
+import spyre_ops.vllm as spyre_vllm
+import vllm.model_executor.hw_agnostic.custom_op as hw_custom_op
+from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+from vllm.model_executor.hw_agnostic.layers.layernorm import RMSNorm as HwRMSNorm
+from vllm.model_executor.models.transformers.fusers.rms_norm import TPAwareRMSNorm
+
+assert issubclass(TPAwareRMSNorm, HwRMSNorm)  # the backend resolved the hw-agnostic layer
+registered = spyre_vllm.register_oot_layers()
+cls = registered["vllm.model_executor.models.transformers.fusers.rms_norm.TPAwareRMSNorm"]
+assert hw_custom_op.op_registry_oot["TPAwareRMSNorm"] is cls  # the hw-agnostic registry
+hw_custom_op.current_platform = types.SimpleNamespace(is_out_of_tree=lambda: True)
+with set_current_vllm_config(VllmConfig(compilation_config=CompilationConfig(custom_ops=["all"]))):
+    layer = TPAwareRMSNorm(256, eps=1e-6)
+assert type(layer) is cls, type(layer)
+x = torch.randn(3, 256)
+with torch.profiler.profile() as prof:
+    out = layer(x)
+print("RAN", [e.name for e in prof.events() if e.cpu_parent is None])
+torch.testing.assert_close(out, HwRMSNorm.forward_native(layer, x), atol=1e-5, rtol=1.3e-6)
+print("OK")
+"""
+
+
+def test_transformers_backend_on_the_hw_agnostic_path():
+    """Under VLLM_USE_HW_AGNOSTIC=1 the Transformers backend's TPAwareRMSNorm derives from
+    the hw-agnostic RMSNorm and is looked up in that path's registry: registered there,
+    vLLM builds the library's class (a fresh interpreter: the backend resolves at import)."""
+    import os
+
+    from subprocess_python import run_python
+
+    proc = run_python(HW_AGNOSTIC_RUN, env=dict(os.environ, VLLM_USE_HW_AGNOSTIC="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "RAN ['spyre::rms_norm']" in proc.stdout and "OK" in proc.stdout
