@@ -169,6 +169,34 @@ def test_gemma_layer_matches_a_float64_reference(layers, oot_platform, dtype):
     assert_close_to_ref(layer(x), ref.to(dtype))
 
 
+GEMMA_GRID = [(t, h, d) for t in (1, 17, 512) for h in (640, 2048) for d in DTYPES]
+
+
+@pytest.mark.parametrize("case", GEMMA_GRID, ids=lambda c: f"{c[0]}x{c[1]}-{str(c[2])[6:]}")
+def test_gemma_layer_conformance_on_vllms_inputs(layers, oot_platform, case):
+    """vLLM's IR checks applied to the Gemma layer: inputs from ``op.generate_inputs``,
+    compared at ``op.get_tolerance`` with what vLLM's GemmaRMSNorm computes (native IR
+    op, float32 ``1 + w``)."""
+    from vllm import ir
+
+    tokens, hidden, dtype = case
+    torch.manual_seed(tokens * 7919 + hidden)
+    x, weight, _ = ir.ops.rms_norm.generate_inputs(num_tokens=tokens, hidden_size=hidden, dtype=dtype)
+    r, _, _, _ = ir.ops.fused_add_rms_norm.generate_inputs(num_tokens=tokens, hidden_size=hidden, dtype=dtype)
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(_config(["all"])):
+        layer = _vllm_class(f"{LAYERNORM}.GemmaRMSNorm")(hidden, eps=EPS)
+    layer.weight.data = weight
+    tol = ir.ops.rms_norm.get_tolerance(dtype)
+    native, native_fused = ir.ops.rms_norm.impls["native"].impl_fn, ir.ops.fused_add_rms_norm.impls["native"].impl_fn
+    torch.testing.assert_close(layer(x), native(x, weight.float() + 1.0, EPS), **tol)
+    out, residual = layer(x, r)
+    ref_out, ref_residual = native_fused(x, r, weight.float() + 1.0, EPS)
+    assert torch.equal(residual, ref_residual)  # x + residual, rounded once
+    torch.testing.assert_close(out, ref_out, **ir.ops.fused_add_rms_norm.get_tolerance(dtype))
+
+
 def test_gemma_forward_native_follows_the_ir_priority(layers):
     """On vLLM's own platforms (forward_native): with ``spyre`` first, the Gemma op
     with the raw weight; with ``native``, vLLM's (whose ``1 + w`` shows as an add)."""
