@@ -111,7 +111,10 @@ def has_kernel(op: str, device_type: str) -> bool:
     if device_type not in SUPPORTED_DEVICE_TYPES:
         return False
     key = "PrivateUse1" if device_type == "spyre" else device_type.upper()
-    found = torch._C._dispatch_has_computed_kernel_for_dispatch_key(op, key)
+    try:
+        found = torch._C._dispatch_has_computed_kernel_for_dispatch_key(op, key)
+    except RuntimeError:  # no such operator (yet)
+        return False
     if found:
         _kernel_found.add((op, device_type))
     return found
