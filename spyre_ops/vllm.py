@@ -1,6 +1,6 @@
 """vLLM integration: the ``"spyre"`` provider of vLLM IR's RMSNorm ops.
 
-vLLM IR (``vllm.ir``, vLLM 0.32 and 0.33) lets a package add *providers* to an
+vLLM IR (``vllm.ir``, vLLM 0.32 to 0.34) lets a package add *providers* to an
 IR op. :func:`register` adds a provider named ``"spyre"`` to
 
 * ``vllm.ir.ops.rms_norm``: its body is one call of ``torch.ops.spyre.rms_norm``
@@ -16,18 +16,23 @@ the compiled graph as one ``spyre.*`` node, and the same op runs in eager mode.
 
 The package declares the ``vllm.general_plugins`` entry point ``spyre_ops =
 spyre_ops.vllm:register``, so vLLM registers the provider in every process it
-starts; a platform selects it with :func:`default_ir_op_priority` or a user with
-``kernel_config={"ir_op_priority": {"rms_norm": "spyre,native", ...}}``.
+starts; a platform registers it in its ``import_ir_kernels()`` with
+:func:`import_ir_kernels` and selects it with :func:`get_default_ir_op_priority`,
+a user with ``kernel_config={"ir_op_priority": {"rms_norm": "spyre,native", ...}}``.
 
-vLLM IR is deprecated in vLLM 0.33 and removed in 0.34. Without it (or without
-vLLM at all) importing this module still works and :func:`register` returns
-``False`` after logging why. :func:`register_oot_rms_norm` is the route that
-does not need vLLM IR: it replaces vLLM's ``RMSNorm`` layer with a subclass whose
-``forward_oot`` calls the library ops (used on out-of-tree platforms such as
-Spyre when ``RMSNorm`` is enabled as a custom op).
+vLLM 0.33 marks vLLM IR deprecated ("will be removed in v0.34.0"), but 0.34.0
+still has it, unchanged. Without it (or without vLLM at all) importing this
+module still works and :func:`register` returns ``False`` after logging why.
+
+vLLM's ``GemmaRMSNorm`` hands the IR ops a float32 ``1 + w`` made on every call,
+and the Transformers backend's and the hw-agnostic layers are classes of their
+own: :func:`register_oot_layers` (module :mod:`spyre_ops.vllm_layers`) replaces
+each of those layers with a subclass that calls the library ops, the Gemma op
+with the raw weight (``register_oot``, the route that does not need vLLM IR).
 """
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -38,10 +43,14 @@ import spyre_ops  # makes torch.ops.spyre.* exist; spyre_ops.spyre: the compute 
 __all__ = [
     "PROVIDER",
     "SUPPORTED_DEVICE_TYPES",
+    "OOT_LAYERS_ENV",
     "default_ir_op_priority",
+    "get_default_ir_op_priority",
     "has_kernel",
+    "import_ir_kernels",
     "is_registered",
     "register",
+    "register_oot_layers",
     "register_oot_rms_norm",
     "rms_norm_supports_args",
     "fused_add_rms_norm_supports_args",
@@ -56,6 +65,10 @@ PROVIDER = "spyre"
 SUPPORTED_DEVICE_TYPES = frozenset({"cpu", "spyre"})
 
 _FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+#: Set to ``1`` in the environment, :func:`register` (the ``vllm.general_plugins``
+#: entry point, run in every vLLM process) also calls :func:`register_oot_layers`.
+OOT_LAYERS_ENV = "SPYRE_OPS_VLLM_OOT_LAYERS"
 
 #: Why the last :func:`register` call did not register (``None`` after a success).
 reason_not_registered: str | None = None
@@ -98,7 +111,10 @@ def has_kernel(op: str, device_type: str) -> bool:
     if device_type not in SUPPORTED_DEVICE_TYPES:
         return False
     key = "PrivateUse1" if device_type == "spyre" else device_type.upper()
-    found = torch._C._dispatch_has_computed_kernel_for_dispatch_key(op, key)
+    try:
+        found = torch._C._dispatch_has_computed_kernel_for_dispatch_key(op, key)
+    except RuntimeError:  # no such operator (yet)
+        return False
     if found:
         _kernel_found.add((op, device_type))
     return found
@@ -206,8 +222,8 @@ def _import_ir() -> Any:
     except ImportError as e:
         version = getattr(vllm, "__version__", "unknown")
         reason_not_registered = (
-            f"vLLM {version} has no vLLM IR (vllm.ir: {e}); vLLM IR exists in 0.32 and "
-            "0.33 only. Use spyre_ops.vllm.register_oot_rms_norm() instead."
+            f"vLLM {version} has no vLLM IR (vllm.ir: {e}); vLLM IR exists in 0.32 to "
+            "0.34. Use spyre_ops.vllm.register_oot_layers() instead."
         )
         return None
     if not all(hasattr(ir.ops, name) for name in ("rms_norm", "fused_add_rms_norm")):
@@ -242,7 +258,10 @@ def register() -> bool:
 
     Idempotent: calling it again (vLLM calls it in every process through the
     ``vllm.general_plugins`` entry point) changes nothing. It selects nothing:
-    the providers run only where the IR op priority lists ``"spyre"``.
+    the providers run only where the IR op priority lists ``"spyre"``. With
+    ``SPYRE_OPS_VLLM_OOT_LAYERS=1`` in the environment it also calls
+    :func:`register_oot_layers` (so that every vLLM process builds the library's
+    norm layers, the Gemma ones included; a ``RuntimeError`` from there propagates).
 
     Returns:
         ``True`` when the providers are registered (by this call or an earlier
@@ -251,6 +270,8 @@ def register() -> bool:
         (warning) and kept in :data:`reason_not_registered`.
     """
     global reason_not_registered
+    if os.environ.get(OOT_LAYERS_ENV) == "1":
+        register_oot_layers()
     ir = _import_ir()
     if ir is None:
         logger.warning("spyre_ops: vLLM IR provider not registered: %s", reason_not_registered)
@@ -278,6 +299,22 @@ def register() -> bool:
     return True
 
 
+def import_ir_kernels() -> None:
+    """What a platform's ``import_ir_kernels()`` calls (vLLM 0.32 to 0.34, a
+    classmethod there without arguments): registers the spyre providers, raising
+    ``RuntimeError`` with the reason when it cannot (no vLLM IR, a name conflict).
+
+    A platform keeps vLLM's own kernels too::
+
+        @classmethod
+        def import_ir_kernels(cls) -> None:
+            import vllm.kernels  # noqa: F401
+            spyre_ops.vllm.import_ir_kernels()
+    """
+    if not register():
+        raise RuntimeError(f"spyre_ops: cannot register the spyre IR provider: {reason_not_registered}")
+
+
 def default_ir_op_priority(vllm_config: Any = None) -> Any:
     """An ``IrOpPriorityConfig`` for a platform's ``get_default_ir_op_priority``:
     ``["spyre", "native"]`` for ``rms_norm`` and ``fused_add_rms_norm``,
@@ -297,59 +334,40 @@ def default_ir_op_priority(vllm_config: Any = None) -> Any:
     )
 
 
+def get_default_ir_op_priority(vllm_config: Any) -> Any:
+    """A platform's ``get_default_ir_op_priority(cls, vllm_config)`` (the same
+    signature in vLLM 0.32 to 0.34, which returns an ``IrOpPriorityConfig``):
+    :func:`default_ir_op_priority` of ``vllm_config``::
+
+        @classmethod
+        def get_default_ir_op_priority(cls, vllm_config):
+            return spyre_ops.vllm.get_default_ir_op_priority(vllm_config)
+    """
+    return default_ir_op_priority(vllm_config)
+
+
 # ---------------------------------------------------------------------------
-# The route without vLLM IR: an out-of-tree RMSNorm layer
+# The route without vLLM IR: out-of-tree layers (spyre_ops.vllm_layers)
 # ---------------------------------------------------------------------------
 
-_oot_layer: type | None = None
 
+def register_oot_layers(only: tuple[str, ...] | None = None) -> dict[str, type]:
+    """Register the library's classes for vLLM's norm layers with ``register_oot``:
+    ``RMSNorm``, ``GemmaRMSNorm`` (through ``torch.ops.spyre_ops.gemma_rms_norm``
+    with the raw weight), the Transformers backend's ``TPAwareRMSNorm`` /
+    ``TPAwareGemmaRMSNorm`` and the hw-agnostic ``RMSNorm``; see
+    :func:`spyre_ops.vllm_layers.register_oot_layers`."""
+    from spyre_ops.vllm_layers import register_oot_layers as register_layers
 
-def _make_oot_layer(base: type) -> type:
-    class SpyreRMSNorm(base):  # type: ignore[misc, valid-type]
-        """vLLM's ``RMSNorm`` whose ``forward_oot`` calls the spyre library ops."""
-
-        def forward_oot(
-            self, x: Tensor, residual: Tensor | None = None
-        ) -> Tensor | tuple[Tensor, Tensor]:
-            if getattr(self, "variance_size_override", None) is not None:
-                return self.forward_native(x, residual)
-            has_weight = getattr(self, "has_weight", True)
-            weight = self.weight.data if has_weight else None
-            eps = self.variance_epsilon
-            if residual is None:
-                return spyre_ops.rms_norm(x, [x.shape[-1]], weight, eps)
-            return spyre_ops.fused_add_rms_norm(x, residual, [x.shape[-1]], weight, eps)
-
-    return SpyreRMSNorm
+    return register_layers(only)
 
 
 def register_oot_rms_norm() -> type:
-    """Opt in to the out-of-tree ``RMSNorm`` layer (works with or without vLLM IR).
-
-    Registers, with ``CustomOp.register_oot(name="RMSNorm")``, a subclass of
-    vLLM's ``RMSNorm`` whose ``forward_oot`` calls ``torch.ops.spyre.rms_norm`` /
-    ``torch.ops.spyre.fused_add_rms_norm``, through the wrappers (``variance_size`` falls back to
-    ``forward_native``). vLLM then builds this class wherever a model asks for
-    ``RMSNorm``; ``forward_oot`` runs on out-of-tree platforms (such as Spyre)
-    when the op is enabled (``compilation_config.custom_ops`` with
-    ``"+RMSNorm"`` or ``"all"``); elsewhere the layer behaves as vLLM's own.
-
-    Idempotent. Returns the registered class. Raises ``RuntimeError`` if vLLM
-    is missing or another class is already registered as ``RMSNorm``.
-    """
-    global _oot_layer
-    try:
-        from vllm.model_executor.custom_op import CustomOp, op_registry_oot
-        from vllm.model_executor.layers.layernorm import RMSNorm
-    except ImportError as e:
-        raise RuntimeError(f"spyre_ops: vLLM's RMSNorm layer cannot be imported: {e}") from e
-    if _oot_layer is None:
-        _oot_layer = _make_oot_layer(RMSNorm)
-    registered = op_registry_oot.get("RMSNorm")
-    if registered is None:
-        CustomOp.register_oot(name="RMSNorm")(_oot_layer)
-    elif registered is not _oot_layer:
-        raise RuntimeError(
-            f"spyre_ops: another out-of-tree RMSNorm is already registered: {registered!r}"
-        )
-    return _oot_layer
+    """Opt in to the out-of-tree ``RMSNorm`` layers only (works with or without
+    vLLM IR): :func:`register_oot_layers` with ``only=("RMSNorm",)``; returns the
+    class registered for ``vllm.model_executor.layers.layernorm.RMSNorm``, whose
+    ``forward_oot`` calls ``torch.ops.spyre.rms_norm`` /
+    ``torch.ops.spyre.fused_add_rms_norm`` (``variance_size`` falls back to
+    ``forward_native``). Idempotent; ``RuntimeError`` if vLLM is missing or another
+    class is already registered as ``RMSNorm``."""
+    return register_oot_layers(("RMSNorm",))["vllm.model_executor.layers.layernorm.RMSNorm"]

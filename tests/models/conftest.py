@@ -86,6 +86,13 @@ def smollm2(smollm, prompts, cpu_fp32_answers) -> Loaded:
 
 
 @pytest.fixture(scope="session")
+def gemma3_dir(transformers_installed):
+    """Gemma 3's checkpoint folder, for the tests that do not load it here (vLLM's)."""
+    _checkpoint(real_model.GEMMA3.dir)
+    return real_model.GEMMA3.dir
+
+
+@pytest.fixture(scope="session")
 def gemma3(transformers_installed) -> Loaded:
     spec = real_model.GEMMA3
     _checkpoint(spec.dir)

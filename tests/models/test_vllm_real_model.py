@@ -12,6 +12,13 @@ provider is registered and selected; vLLM's own torch profiler
 under that worker's pid in the spyre run and never in the native run.
 
 * float32, the real model (SmolLM2-135M-Instruct), one rank.
+* float32, Gemma 3 270M (prompts as token ids after its BOS), one rank, with
+  ``SPYRE_OPS_VLLM_OOT_LAYERS=1``: the entry point also registers the library's layer
+  classes (``register_oot``), so every one of its 109 ``GemmaRMSNorm`` layers is
+  built as spyre_ops' class and, with the spyre provider first, calls
+  ``spyre_ops::gemma_rms_norm`` / ``gemma_fused_add_rms_norm`` with its raw weight
+  (no ``spyre::rms_norm`` of a float32 ``1 + w``); the native run in the same engine
+  is vLLM's own (the same classes follow the IR priority).
 * bfloat16, tensor parallelism 2: a seeded random-weight Llama with the real
   tokenizer, as the real model's 9 attention heads do not split over 2 ranks
   (vLLM refuses: "Total number of attention heads (9) must be divisible by tensor
@@ -24,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -44,6 +52,28 @@ BF16_LOGPROB_ATOL = 0.3
 BF16_LOGPROB_MEAN_ATOL = 0.05
 
 
+@dataclass(frozen=True)
+class VllmCase:
+    """What a real model's vLLM run must show (one entry per model of real_model.MODELS)."""
+
+    plain: str  #: library op of the norms without a residual
+    fused: str  #: library op of the residual-add norms
+    per_forward: tuple[int, int]  #: (plain, fused) norm calls in one forward of vLLM's model
+    library_layers: dict = field(default_factory=dict)  #: modules built from spyre_ops' classes
+    env: dict = field(default_factory=dict)
+
+
+VLLM_CASES = {
+    # Llama: the first layer's input norm, then input/post-attention fused per layer (30)
+    "smollm2": VllmCase("spyre::rms_norm", "spyre::fused_add_rms_norm_", (1, 60)),
+    # Gemma 3 (18 layers): per layer post-attention, post-feed-forward, q and k plain, pre-feed-
+    # forward fused, the input norm plain in the first layer and fused after; the final norm fused
+    "gemma3": VllmCase("spyre_ops::gemma_rms_norm", "spyre_ops::gemma_fused_add_rms_norm",
+                       (5 + 17 * 4, 1 + 17 * 2 + 1), {"SpyreGemmaRMSNorm": 18 * 6 + 1},
+                       {"SPYRE_OPS_VLLM_OOT_LAYERS": "1"}),
+}
+
+
 def _run(tmp_path_factory, name: str, *args: str, env: dict | None = None) -> dict:
     folder = tmp_path_factory.mktemp(f"vllm-{name}")
     out = folder / "result.json"
@@ -59,6 +89,13 @@ def _run(tmp_path_factory, name: str, *args: str, env: dict | None = None) -> di
 def fp32(model_dir, tmp_path_factory):
     pytest.importorskip("vllm")
     return _run(tmp_path_factory, "fp32", "--dtype", "float32")
+
+
+@pytest.fixture(scope="module")
+def gemma3_run(gemma3_dir, tmp_path_factory):
+    pytest.importorskip("vllm")
+    return _run(tmp_path_factory, "gemma3", "--dtype", "float32", "--model", "gemma3",
+                env=VLLM_CASES["gemma3"].env)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +127,7 @@ def _diffs(run: dict, same_tokens: bool = True) -> tuple[list[float], int, int]:
 
 
 def _check_workers(run: dict, ranks: int) -> None:
+    case = VLLM_CASES[run.get("model", "smollm2")]
     before = run["before_import"]
     pids = sorted(w["pid"] for w in before)
     assert len(pids) == ranks and run["frontend_pid"] not in pids  # worker processes
@@ -101,24 +139,27 @@ def _check_workers(run: dict, ranks: int) -> None:
         for w in workers:
             assert w["registered"] and w["loaded_by_vllm"]
             assert w["priority"] == {"rms_norm": priority, "fused_add_rms_norm": priority}
+            assert w["library_layers"] == case.library_layers
     traces = {name: [t for t in run["traces"] if t["file"].startswith(name + "_rank")] for name in ("spyre", "native")}
     assert len(traces["spyre"]) == len(traces["native"]) == ranks  # one trace per worker
     # every worker ran the library ops in the spyre run, under its own pid ...
     assert sorted(p for t in traces["spyre"] for p in t["pids"]) == pids
     for t in traces["spyre"]:
-        plain, fused = t["counts"]["spyre::rms_norm"], t["counts"]["spyre::fused_add_rms_norm_"]
-        # a Llama forward: one plain norm, then two fused ones per layer
-        assert plain > 0 and fused % plain == 0 and fused // plain in (2 * 30, 2 * 2)
+        plain, fused = t["counts"][case.plain], t["counts"][case.fused]
+        # whole forwards of the model (the TP model: a 2-layer Llama, 1 plain and 4 fused)
+        per_forward = (1, 4) if run["tp_model"] else case.per_forward
+        assert plain > 0 and plain % per_forward[0] == 0
+        assert fused * per_forward[0] == plain * per_forward[1], (plain, fused)
+        # and no other library op (for Gemma: no spyre::rms_norm of a float32 1 + w)
+        others = {k: v for k, v in t["counts"].items() if k.startswith("spyre") and k not in (case.plain, case.fused)}
+        assert not any(others.values()), others
     # ... and none in the native run
-    assert all(v == 0 for t in traces["native"] for k, v in t["counts"].items() if k.startswith("spyre::"))
+    assert all(v == 0 for t in traces["native"] for k, v in t["counts"].items() if k.startswith("spyre")), traces
 
 
 def test_fp32_engine_workers_registered_and_ran_the_op(fp32):
     assert fp32["tp"] == 1 and fp32["dtype"] == "float32" and not fp32["tp_model"]
     _check_workers(fp32, ranks=1)
-    for t in fp32["traces"]:
-        if t["file"].startswith("spyre"):
-            assert t["counts"]["spyre::fused_add_rms_norm_"] == 60 * t["counts"]["spyre::rms_norm"]
 
 
 def test_fp32_answers_and_logprobs_match_native(fp32):
@@ -151,3 +192,16 @@ def test_tp2_bf16_logprobs_match_native(tp2):
                zip(tp2["runs"]["spyre"]["outputs"], tp2["runs"]["native"]["outputs"]))
     assert max(diffs) <= BF16_LOGPROB_ATOL, max(diffs)
     assert sum(diffs) / len(diffs) <= BF16_LOGPROB_MEAN_ATOL
+
+
+def test_gemma3_engine_workers_built_the_library_layers_and_ran_the_gemma_op(gemma3_run):
+    assert gemma3_run["model"] == "gemma3" and gemma3_run["dtype"] == "float32"
+    _check_workers(gemma3_run, ranks=1)
+
+
+def test_gemma3_answers_and_logprobs_match_native(gemma3_run):
+    diffs, agreeing, total = _diffs(gemma3_run)
+    assert agreeing == total >= len(real_model.GEMMA3.prompts)
+    assert len(diffs) >= 30
+    assert max(diffs) <= FP32_LOGPROB_ATOL, max(diffs)
+    assert real_model.GEMMA3.answer in gemma3_run["runs"]["spyre"]["outputs"][0]["text"]

@@ -34,7 +34,8 @@ sys.path.insert(0, str(real_model.REPO / "tests" / "vllm_integration"))
 from vllm_engine_run import seeded_llama  # noqa: E402
 
 PRIORITY = "spyre,native"
-COUNTED = ("spyre::rms_norm", "spyre::fused_add_rms_norm_", "vllm_ir::rms_norm", "vllm_ir::fused_add_rms_norm")
+COUNTED = ("spyre::rms_norm", "spyre::fused_add_rms_norm_", "spyre_ops::gemma_rms_norm",
+           "spyre_ops::gemma_fused_add_rms_norm", "vllm_ir::rms_norm", "vllm_ir::fused_add_rms_norm")
 
 
 def worker_state(worker) -> dict:
@@ -47,10 +48,17 @@ def worker_state(worker) -> dict:
     loaded_by_vllm = "spyre_ops.vllm" in sys.modules  # before this function imports it
     import spyre_ops.vllm as spyre_vllm
 
+    from collections import Counter
+
+    from spyre_ops import vllm_layers
+
+    library_classes = set(vllm_layers.registered_layers().values())
+    layers = Counter(type(m).__name__ for m in worker.get_model().modules() if type(m) in library_classes)
     return {
         "pid": os.getpid(),
         "loaded_by_vllm": loaded_by_vllm,
         "registered": spyre_vllm.is_registered(),
+        "library_layers": dict(layers),  # the model's modules built from spyre_ops.vllm_layers' classes
         "priority": {
             "rms_norm": ir.ops.rms_norm.get_priority(),
             "fused_add_rms_norm": ir.ops.fused_add_rms_norm.get_priority(),
@@ -108,10 +116,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--profile-dir", required=True)
+    parser.add_argument("--model", default="smollm2", choices=sorted(real_model.MODELS))
     parser.add_argument("--tp-model", action="store_true",
                         help="a random-weight Llama that tensor parallelism can split (see write_tp_checkpoint)")
     args = parser.parse_args()
-    model = str(real_model.MODEL_DIR)
+    spec = real_model.MODELS[args.model]
+    model = str(spec.dir)
     if args.tp_model:
         model = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tp-model")
         write_tp_checkpoint(model)
@@ -135,15 +145,23 @@ def main() -> None:
         },
     )
     result = {"frontend_pid": os.getpid(), "tp": args.tp, "dtype": args.dtype, "tp_model": args.tp_model,
-              "before_import": llm.collective_rpc(worker_state_before_import), "runs": {}}
-    messages = [[{"role": "user", "content": q}] for q in real_model.QUESTIONS]
-    params = SamplingParams(temperature=0.0, max_tokens=real_model.NEW_TOKENS, logprobs=0, prompt_logprobs=0)
+              "model": args.model, "before_import": llm.collective_rpc(worker_state_before_import), "runs": {}}
+    params = SamplingParams(temperature=0.0, max_tokens=spec.new_tokens, logprobs=0, prompt_logprobs=0)
+    if spec.chat:
+        messages = [[{"role": "user", "content": q}] for q in spec.prompts]
+        answer = lambda: llm.chat(messages, params, use_tqdm=False)  # noqa: E731
+    else:  # token ids as the model needs them (a base model: BOS, then the text)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        prompts = [{"prompt_token_ids": spec.prompt_ids(tokenizer, p)[0].tolist()} for p in spec.prompts]
+        answer = lambda: llm.generate(prompts, params, use_tqdm=False)  # noqa: E731
     for name in ("spyre", "native"):
         if name == "native":
             llm.collective_rpc(select_native)
         workers = llm.collective_rpc(worker_state)
         llm.start_profile(profile_prefix=name)  # traces "<name>_rank<r>.*.pt.trace.json"
-        outputs = llm.chat(messages, params, use_tqdm=False)
+        outputs = answer()
         llm.stop_profile()
         result["runs"][name] = {
             "workers": workers,

@@ -132,6 +132,7 @@ def test_has_kernel():
         assert spyre_vllm.has_kernel(op, "cpu")
         assert not spyre_vllm.has_kernel(op, "meta")  # not a device the library serves
         assert not spyre_vllm.has_kernel(op, "cuda")
+    assert not spyre_vllm.has_kernel("spyre_ops_vllm_test::no_such_op", "cpu")  # no operator: no kernel
 
 
 def test_has_kernel_sees_a_spyre_kernel_registered_later():
