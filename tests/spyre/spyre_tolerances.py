@@ -30,3 +30,29 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, x_dtype: torch.dt
     """Compares a Spyre kernel's output (any device) with a float64 reference."""
     atol, rtol = tolerance(x_dtype, compute)
     torch.testing.assert_close(actual.cpu().double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True)
+
+#: SEN169 (how Spyre holds float16 and bfloat16) keeps 9 mantissa bits: one
+#: rounding (half away from zero) costs at most a relative 2**-10, its unit roundoff.
+SEN169_UNIT_ROUNDOFF = 2.0 ** -10
+#: The emulated device rounds every op's output once to SEN169 (fp32 inside the
+#: op). An RMSNorm element passes through at most 8 rounded ops in sequence
+#: (input scale, square, mean, + eps, rsqrt, x * r, * w, and one spare for a
+#: formula's extra step); products and sums of positives compound relative errors,
+#: so (1 + u)^8 - 1 ~ 8u bounds each element's relative error.
+SEN169_NORM_RTOL = 8 * SEN169_UNIT_ROUNDOFF
+#: Results below SEN169's smallest nonzero magnitude, 2**-31 * (1 + 1/512), are 0 on the device.
+SEN169_ATOL = 2.0 ** -30
+
+
+def sen169_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest elementwise |actual - expected| / |expected| (float64), errors below SEN169_ATOL ignored;
+    NaN where expected is NaN counts as right, any other non-finite mismatch as inf."""
+    a, e = actual.cpu().double(), expected.double()
+    nan_ok = torch.isnan(a) & torch.isnan(e)
+    bad = (torch.isfinite(a) != torch.isfinite(e)) & ~nan_ok
+    if bool(bad.any()):
+        return float("inf")
+    fin = torch.isfinite(e)
+    err = (a - e).abs()[fin]
+    rel = torch.where(err <= SEN169_ATOL, torch.zeros_like(err), err / e.abs()[fin].clamp_min(SEN169_ATOL))
+    return float(rel.max()) if rel.numel() else 0.0
