@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from reference import TOLERANCES
 
-#: vLLM's tolerance for RMSNorm in fp16 (op.get_tolerance(torch.float16)).
-FP16_COMPUTE = (1e-2, 2e-3)
+#: fp16 compute on the device is SEN169 (9 mantissa bits): vLLM's atol for RMSNorm in fp16
+#: (1e-2), and the rtol of SEN169_NORM_RTOL below (8 roundings of 2**-10) instead of its 2e-3.
+FP16_COMPUTE = (1e-2, 8 * 2.0 ** -10)
 
 
 def tolerance(x_dtype: torch.dtype, compute: torch.dtype) -> tuple[float, float]:
@@ -24,6 +25,15 @@ def tolerance(x_dtype: torch.dtype, compute: torch.dtype) -> tuple[float, float]
     if x_dtype == torch.bfloat16:
         return TOLERANCES[torch.bfloat16]
     return FP16_COMPUTE
+
+
+def as_device_holds(expected: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The reference for a 16-bit x on the device: SEN169 has one code for Inf and NaN, so a
+    row holding +-Inf is a NaN row there."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return expected
+    rows = torch.isinf(x).any(-1, keepdim=True)
+    return torch.where(rows, torch.full_like(expected, float("nan")), expected)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, x_dtype: torch.dtype, compute: torch.dtype) -> None:
