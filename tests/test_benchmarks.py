@@ -28,6 +28,17 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
                           env=env, cwd=BENCH, timeout=600)
 
 
+def test_bench_gemma_reports_every_column_and_ratio():
+    r = _run("bench_gemma.py", "--tokens", "1,4", "--hidden", "64", "--dtypes", "bf16", "--samples", "2",
+             "--min-sample-ms", "0.1")
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.startswith("| case |"))
+    for column in ("rms_norm us", "gemma us", "1+w tensor us", "fused_ us", "gemma_fused_ us",
+                   "gemma/rms_norm", "1+w/gemma", "gemma_fused_/fused_", "1+w/gemma_fused_"):
+        assert f"| {column} |" in header + "|", (column, header)
+    assert "| 1x64 bf16 |" in r.stdout and "| 4x64 bf16 |" in r.stdout
+
+
 def test_per_call_reports_every_entry_point():
     r = _run("per_call.py", "--hidden", "64", "--dtypes", "float32", "--rounds", "3", "--batch", "2")
     assert r.returncode == 0, r.stderr
@@ -89,6 +100,8 @@ def test_loop_instructions_counts_the_row_loops_of_the_built_module():
     found = re.findall(r"spyre_ops::cpu::(.+?): \d+ instructions, \d+ elements per iteration: ([\d.]+)/element",
                        r.stdout)
     per_element = dict(found)
-    for name in ("sum_squares<float, float>", "scale_row<false, float, float, float>",
-                 "sum_squares<c10::BFloat16, float>", "scale_row<false, c10::BFloat16, float, float>"):
+    # scale_row<kStream, kOffset, T, W, Acc>: kOffset is the Gemma ops' (1 + w).
+    for name in ("sum_squares<float, float>", "scale_row<false, false, float, float, float>",
+                 "sum_squares<c10::BFloat16, float>", "scale_row<false, false, c10::BFloat16, float, float>",
+                 "scale_row<false, true, float, float, float>", "scale_row<false, true, c10::BFloat16, float, float>"):
         assert 0 < float(per_element[name]) < 5, (name, r.stdout)
