@@ -45,13 +45,11 @@ device) makes m NaN/Inf and the whole row's output NaN. On the host side
 ``F.rms_norm`` keeps the finite entries of an Inf row at 0; the device cannot tell
 Inf from NaN, so the formula does not try.
 
-The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
-``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
-in the compute dtype.
-
-The weight, when there is one, scales y as ``weight + weight_offset`` (keyword
-``weight_offset``, 0.0 by default; Gemma's ``1 + weight`` is 1.0), the sum taken
-in the compute dtype.
+The weight, when there is one, is taken in x's dtype first (as the eager kernels
+hand it to the graph, :mod:`spyre_ops.spyre.weights`: a weight of another dtype
+cannot share a device op with x on torch-spyre), then scales y as
+``weight + weight_offset`` (keyword ``weight_offset``, 0.0 by default; Gemma's
+``1 + weight`` is 1.0), the sum taken in the compute dtype.
 
 Compute dtypes: ``u`` and everything after it are in the compute dtype (fp16 by
 default, or fp32: :func:`spyre_ops.spyre.set_compute_dtype`; fp64 inputs in
@@ -114,9 +112,10 @@ def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.mul(torch.reciprocal(d), mantissa)
 
 
-def _scale(weight: torch.Tensor, c: torch.dtype, weight_offset: float) -> torch.Tensor:
-    """The weight as the formula multiplies by it: ``weight + weight_offset`` in the compute dtype."""
-    w = weight.to(c)
+def _scale(weight: torch.Tensor, x_dtype: torch.dtype, c: torch.dtype, weight_offset: float) -> torch.Tensor:
+    """The weight as the formula multiplies by it: ``weight + weight_offset`` in the compute dtype,
+    the weight first rounded to x's dtype (what the eager kernels pass in)."""
+    w = weight.to(x_dtype).to(c)
     return torch.add(w, weight_offset) if weight_offset != 0.0 else w
 
 
@@ -148,7 +147,7 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
         g = torch.rsqrt(mean_sq)
     y = torch.mul(u, g)
     if weight is not None:
-        y = torch.mul(y, _scale(weight, c, weight_offset))
+        y = torch.mul(y, _scale(weight, in_dtype, c, weight_offset))
     return y.to(in_dtype)
 
 

@@ -25,8 +25,10 @@ GRAPH_ONLY = {"aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_li
 
 #: aten ops of the formula and the device op each lowers to in torch-spyre; the
 #: device op must be in torch-spyre's float32 op list (SPYRE_FP32_OPS) for the
-#: float32 policy. clamp (device op clip) and where (where3) are not, hence their absence.
+#: float32 policy. clamp (device op clip) and where (where3) are not, hence their absence;
+#: amin (device op min) and neg are.
 FP32_CAPABLE = {
+    "aten::amin", "aten::neg",
     "aten::abs", "aten::amax", "aten::eq", "aten::div", "aten::mul", "aten::mean",
     "aten::maximum", "aten::minimum", "aten::reciprocal", "aten::add", "aten::rsqrt",
     "aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_like", "aten::clone",
