@@ -122,9 +122,9 @@ def test_plain_calls_keep_the_cpp_function():
     # The composite path is only for transforms and tangents: a plain call records the C++ node.
     x, r, w = _inputs(7)
     y = ours(x.requires_grad_(), w)
-    assert y.grad_fn.name().endswith("::RmsNormFunction>")
+    assert "::RmsNormFunction<" in y.grad_fn.name()
     out, _ = ours_fused(x, r, w)
-    assert out.grad_fn.name().endswith("::FusedAddRmsNormFunction>")
+    assert "::FusedAddRmsNormFunction<" in out.grad_fn.name()
 
 
 def test_transforms_refuse_what_eager_refuses():
