@@ -2,10 +2,13 @@
 // (which never depends on it). Loading it registers nothing; install() does.
 #include <Python.h>
 
+#include <cstdint>
+#include <cstring>
 #include <exception>
 
 #include "device.h"
 #include "recorder.h"
+#include "sen169.h"
 
 namespace {
 
@@ -59,12 +62,56 @@ PyObject* snapshot(PyObject*, PyObject*) {
   return result;
 }
 
+// bytes of float32 values (native byte order) -> bytes of their SEN169 codes (uint16).
+PyObject* sen169_encode(PyObject*, PyObject* arg) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+    return nullptr;
+  }
+  const Py_ssize_t n = view.len / static_cast<Py_ssize_t>(sizeof(float));
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, n * 2);
+  if (out != nullptr) {
+    auto* codes = reinterpret_cast<uint16_t*>(PyBytes_AS_STRING(out));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      float value;
+      std::memcpy(&value, static_cast<const char*>(view.buf) + i * sizeof(float), sizeof value);
+      codes[i] = spyre_ops::emulator::sen169::encode(value);
+    }
+  }
+  PyBuffer_Release(&view);
+  return out;
+}
+
+// bytes of SEN169 codes (uint16, native byte order) -> bytes of the float32 values they decode to.
+PyObject* sen169_decode(PyObject*, PyObject* arg) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+    return nullptr;
+  }
+  const Py_ssize_t n = view.len / 2;
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, n * static_cast<Py_ssize_t>(sizeof(float)));
+  if (out != nullptr) {
+    auto* values = reinterpret_cast<float*>(PyBytes_AS_STRING(out));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      uint16_t code;
+      std::memcpy(&code, static_cast<const char*>(view.buf) + i * 2, sizeof code);
+      values[i] = spyre_ops::emulator::sen169::decode(code);
+    }
+  }
+  PyBuffer_Release(&view);
+  return out;
+}
+
 PyMethodDef methods[] = {
     {"install", install, METH_NOARGS,
      "Install the emulated device as the PrivateUse1 backend (once per process)."},
     {"is_installed", is_installed, METH_NOARGS, "Whether install() has run in this process."},
     {"snapshot", snapshot, METH_NOARGS,
      "Cumulative transfer counters and per-op call counts since the process started."},
+    {"sen169_encode", sen169_encode, METH_O,
+     "SEN169 codes (bytes of uint16) of float32 values (bytes); the device's encoding, for the format tests."},
+    {"sen169_decode", sen169_decode, METH_O,
+     "float32 values (bytes) of SEN169 codes (bytes of uint16); the device's decoding, for the format tests."},
     {nullptr, nullptr, 0, nullptr},
 };
 

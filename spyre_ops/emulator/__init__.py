@@ -19,10 +19,25 @@ What it proves: that the ops dispatch to their Spyre kernels, that a call keeps
 its tensors on the device (no host<->device copy, no op outside the list of
 ops torch-spyre runs on the device), that an eager call is one launch of a
 graph compiled once per signature, the numerics of the Spyre formula as
-computed by PyTorch's fp16 ops, and that the ops trace under ``torch.compile``.
-What it cannot prove: speed, the Spyre hardware's own rounding (its fp16
-reductions, its kernels' accuracy), or that torch-spyre's compiler accepts each
-op for every shape. Those need a Spyre card.
+computed in the device's number format, and that the ops trace under
+``torch.compile``. What it cannot prove: speed, the Spyre hardware's own
+rounding inside an op (its kernels' approximations), or that torch-spyre's
+compiler accepts each op for every shape. Those need a Spyre card.
+
+Number format: as on Spyre, float16 and bfloat16 tensors live on the device as
+SEN169 (DLFloat16: 1 sign, 6 exponent, 9 mantissa bits; largest finite
+~8.57e9, smallest nonzero ~4.7e-10, one NINF code for NaN and Inf) and float32
+as IEEE fp32 (``csrc/emulator/sen169.h``). Host->device copies encode (round
+half away from zero; fp16 subnormals arrive halved, as torch-spyre's tests
+record for the device); device->host copies decode and round to IEEE (fp16
+beyond 65504: Inf; NINF: NaN; bf16: nearest even), so ``.cpu()``, ``.item()``
+and printing show IEEE values; ``t.to(torch.float32)`` on the device keeps
+SEN169's range. Every op on spyre tensors decodes its 16-bit inputs, runs on
+the CPU in fp32 and rounds each 16-bit output once to SEN169. Assumed, since
+public sources say no more: products and reductions accumulate in fp32 with
+one rounding per op output: no public source states the device's accumulator
+width; fp32 is its other native format, and at row lengths up to 8192 an fp32
+sum's error stays far below SEN169's 2**-10, so a wider one would not differ. See docs/spyre-path.md, "SEN169".
 
 Usage::
 
