@@ -159,7 +159,8 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
         m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
     u = torch.div(xw, m).to(c)
     mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
-    terms = _eps_terms(m, eps) if eps > 0 else None
+    # bf16 and fp16 are one format (SEN169) on the device, so a bf16 row scale goes to fp16 as it is.
+    terms = _eps_terms(m.to(c) if m.dtype == torch.bfloat16 else m, eps) if eps > 0 else None
     if terms is None:
         # eps == 0, or below anything the row scale can hold: y = u / sqrt(mean(u^2)), where u
         # flushes entries more than 2**31 below their row's max to 0 (x / m).
