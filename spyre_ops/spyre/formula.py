@@ -19,26 +19,36 @@ SEN169 holds (2^-31..2^33), so no fixed prescale is right for every row.
 Each row x (length n) is divided by its own max-abs m before squaring. With
 s = sqrt(eps) (a host constant) and q = s / m,
 
-    y = x / sqrt(mean(x^2) + eps) = u * g,   u = x / m,
-    g = b / sqrt(mean(u^2) * b^2 + a^2),     a = min(q, 1), b = 1 / max(q, 1)
+    u = x / m,   z = mean(u^2) * b^2 + a^2,   a = min(q, 1), b = 1 / max(q, 1),
+    r = max(m, s) * sqrt(z) = sqrt(mean(x^2) + eps),   y = x / r
 
-(numerator and denominator multiplied by 1/max(m, s)). What each step protects:
+(r is the row's root mean square, eps included; when eps is 0, negligible or
+beyond the dtype, or x is not in the compute dtype, y = u * b / sqrt(z) instead).
+What each step protects:
 
 * u = x / m: |u| <= 1 with max|u| = 1, so u*u cannot overflow, and
   mean(u^2) is in [1/n, 1] whatever the row's magnitude (SEN169 values from
   2^-31 to 8.57e9) and however wide the device accumulates the sum (at most n).
-  A division, not x * (1/m): 1/m flushes to 0 for m > 2^31.
-* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0, and g is
-  capped at 65504 (a*a flushes to 0 for eps below ~1e-9, and rsqrt(0) = inf),
-  so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
-* a and b: one of them is 1 and both are in [0, 1], so the root is at least
-  min(1/n, 1) and g <= sqrt(n): g never overflows, and eps dominates exactly
-  where it should (q > 1).
-* q = s / m is computed as mantissa(s) / (m * 2^-exponent(s)), the power of two
-  applied in steps that stay normal numbers: eps from 1e-30 to 1e30 (sqrt(1e30)
-  = 1e15 is beyond SEN169's range) counts exactly, to one rounding. q flushes to
-  0 only where q^2 is far below mean(u^2) >= 1/n, and becomes Inf only where the
-  output x / sqrt(eps) is below SEN169's smallest number anyway.
+* y = x / r, not u * g: u flushes entries more than 2^31 below their row's max
+  to 0 (SEN169 has no subnormals); x / r keeps them. r is at least s >= 2^-30
+  and at most the row's RMS, so it needs eps in [(2 * 2^-31)^2, 8.57e9^2 / 16]
+  (about 8.7e-19 to 4.6e18, with fp16 compute) and a row RMS below ~8.3e9. Outside
+  that eps range the u * g form is used, and entries more than 2^31 below their
+  row's max come out 0: the one row class SEN169 holds that the formula does
+  not, tested as such in tests/spyre/test_sen169_accuracy.py.
+* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0, and the
+  root is floored at the smallest normal (a*a flushes to 0 for tiny eps, and
+  rsqrt(0) is NINF, which SEN169 decodes as NaN: no cap after the fact can undo
+  that), so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``F.rms_norm``.
+* a and b: one of them is 1 and both are in [0, 1], so z is in [min(1/n, 1), 2]
+  for every nonzero row, and eps dominates exactly where it should (q > 1).
+* a = mu / max(t, mu) and b = min(t / mu, 1), with s = mu * 2^e and t = m * 2^-e
+  (powers of two applied in steps that stay normal numbers): no reciprocal of
+  a number that may have flushed to 0 or overflowed (both NaN in SEN169). m is
+  capped before t where q is already below 2^-31 (so t cannot overflow); t
+  flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below SEN169's
+  smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
+  range) counts exactly, to a few roundings.
 
 Rows SEN169 cannot hold as numbers: a NaN or Inf in a row (one NINF code on the
 device) makes m NaN/Inf and the whole row's output NaN. On the host side
@@ -59,8 +69,9 @@ scaled before any conversion to fp16.
 
 Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
 reductions (max and min of x, the mean of squares) against one for the plain
-formula, and no full-size intermediate besides those the plain formula has
-(max|x| is not taken from a full-size |x|, which would go out to HBM and back).
+formula, and four full-size ops (x / m, u * u, x / r, the weight multiply)
+against the plain formula's three (max|x| is not taken from a full-size |x|,
+which would go out to HBM and back).
 """
 
 from __future__ import annotations
