@@ -49,6 +49,7 @@ class _Family(NamedTuple):
     rms_norm_name: str  # the op's qualified name, for messages: "spyre_ops::gemma_rms_norm"
     rms_norm: Any  # torch.ops.<ns>.<prefix>rms_norm
     check_out: Any  # torch.ops.<ns>._check_<prefix>rms_norm_out
+    check_inplace: Any  # torch.ops.<ns>._check_<prefix>fused_add_rms_norm_
     fused_add_rms_norm: Any
     fused_add_rms_norm_: Any
     eager_rms_norm: Any  # spyre_ops._C.<prefix>rms_norm & co. (csrc/eager_calls.cpp)
@@ -65,6 +66,7 @@ def _family(variant: Variant) -> _Family:
         rms_norm_name=variant.qualname("rms_norm"),
         rms_norm=variant.packet("rms_norm"),
         check_out=_out_checks.check_op(variant),
+        check_inplace=_out_checks.check_op(variant, "fused_add_rms_norm_"),
         fused_add_rms_norm=variant.packet("fused_add_rms_norm"),
         fused_add_rms_norm_=variant.packet("fused_add_rms_norm_"),
         eager_rms_norm=eager("rms_norm"),
@@ -210,7 +212,12 @@ def _fused_add_rms_norm_(
             return None
     op = f.api + "fused_add_rms_norm_"
     eps = _as_eps(eps, op)
-    f.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape, op), weight, eps)
+    shape = _as_shape(normalized_shape, op)
+    if torch.compiler.is_compiling():
+        # The overlap checks in the compiled graph too (see _out_checks): functionalized,
+        # the op runs on copies of x and residual, which never overlap.
+        f.check_inplace(x, residual, shape, weight, eps)
+    f.fused_add_rms_norm_(x, residual, shape, weight, eps)
 
 
 def rms_norm(
