@@ -239,6 +239,31 @@ def test_jagged_refusals_are_clear():
         spyre_ops.fused_add_rms_norm_(nt, nt.clone(), 8)
 
 
+RAW_RAGGED_CALLS = {
+    "spyre.rms_norm": lambda nt: torch.ops.spyre.rms_norm(nt, [3]),
+    "spyre.rms_norm-kwargs": lambda nt: torch.ops.spyre.rms_norm(x=nt, normalized_shape=[3]),
+    "spyre.rms_norm.default": lambda nt: torch.ops.spyre.rms_norm.default(nt, [3]),
+    "spyre.fused_add_rms_norm": lambda nt: torch.ops.spyre.fused_add_rms_norm(nt, nt, [3]),
+    "spyre_ops.gemma_rms_norm": lambda nt: torch.ops.spyre_ops.gemma_rms_norm(nt, [3]),
+    "spyre_ops.gemma_fused_add_rms_norm": lambda nt: torch.ops.spyre_ops.gemma_fused_add_rms_norm(nt, nt, [3]),
+}
+
+
+@pytest.mark.parametrize("call", list(RAW_RAGGED_CALLS))
+def test_jagged_ragged_dim_through_raw_ops_is_the_documented_runtime_error(call):
+    # PyTorch's nested-tensor code raises a ValueError for any op named rms_norm (the
+    # packet torch.ops.spyre.rms_norm): our check runs first, as docs/api.md says.
+    nt, _ = _jagged()
+    op = call.split("-")[0].replace(".default", "").replace(".", "::")
+    with pytest.raises(RuntimeError, match=f"{op}: x is a jagged nested tensor whose ragged dimension "
+                       r"\(dim 2\) is among the normalized dimensions"):
+        RAW_RAGGED_CALLS[call](nt.transpose(1, 2))
+    # Only the ragged dim is refused: the dim after it is normalized, raw packet call too.
+    y = torch.ops.spyre.rms_norm(nt, [8])
+    for got, part in zip(y.unbind(), nt.unbind()):
+        assert_close_to_ref(got, rms_norm_ref(part, [8]))
+
+
 def test_strided_nested_is_refused_by_name():
     nt = torch.nested.nested_tensor([torch.randn(2, 8), torch.randn(3, 8)])
     with pytest.raises(RuntimeError, match="spyre::rms_norm: x is a nested tensor with the strided layout"):
