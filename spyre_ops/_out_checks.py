@@ -14,9 +14,8 @@ its fake kernel runs the checks at trace time on tensors that keep the real
 inputs' aliasing; its kernel runs them again, in the compiled graph, on the real
 tensors of every call.
 
-The kernel is cheap when nothing can overlap (the tensors in distinct storages,
-none expanded), which is every call of a model: then the op's own kernels have
-already refused, at trace time and on the copies, anything else they refuse.
+The kernels are C++ (``csrc/check_ops.cpp``, the CPU kernels' own checks, for any
+device): a compiled graph pays one dispatcher call per checked op, not a Python call.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch._library.effects import EffectType
 
-from . import _checks
+from . import _C, _checks
 from ._library import LIBRARIES
 from ._variants import VARIANTS, Variant
 
@@ -46,19 +45,6 @@ def check_op(variant: Variant, op: str = "rms_norm.out") -> torch._ops.OpOverloa
     return getattr(getattr(torch.ops, variant.namespace), _name(variant, op))
 
 
-def _nothing_can_overlap(*tensors: torch.Tensor | None) -> bool:
-    """Real tensors in distinct storages, none expanded: no overlap check can fail."""
-    keys = set()
-    for t in tensors:
-        if t is None:
-            continue
-        key = _checks._storage_key(t)
-        if key is None or key in keys or 0 in t.stride():
-            return False
-        keys.add(key)
-    return True
-
-
 def _define(variant: Variant) -> None:
     lib = LIBRARIES[variant.namespace]
     out_op, inplace_op = variant.qualname("rms_norm.out"), variant.qualname("fused_add_rms_norm_")
@@ -73,20 +59,10 @@ def _define(variant: Variant) -> None:
         """Raises what ``fused_add_rms_norm_(x, residual, normalized_shape, weight, eps)`` would raise."""
         _checks.check_call(inplace_op, x, normalized_shape, weight, eps, residual=residual, inplace=True)
 
-    def kernel_out(x, normalized_shape, weight, eps, out) -> None:
-        if not _nothing_can_overlap(x, weight, out):
-            check_out(x, normalized_shape, weight, eps, out)
-
-    def kernel_inplace(x, residual, normalized_shape, weight, eps) -> None:
-        if not _nothing_can_overlap(x, residual, weight):
-            check_inplace(x, residual, normalized_shape, weight, eps)
-
-    for op, fake, kernel in (("rms_norm.out", check_out, kernel_out),
-                             ("fused_add_rms_norm_", check_inplace, kernel_inplace)):
+    for op, fake in (("rms_norm.out", check_out), ("fused_add_rms_norm_", check_inplace)):
         name = _name(variant, op)
         qualname = f"{variant.namespace}::{name}"
         lib.define(f"{name}({_CHECKED[op][1]}) -> ()")
-        lib.impl(name, kernel, "CompositeExplicitAutograd")
         torch.library.register_fake(qualname, fake, lib=lib)
         # Effectful, so that graph passes keep the call (it returns nothing) and it
         # runs, on the real tensors, in every call of the compiled graph.
@@ -95,3 +71,4 @@ def _define(variant: Variant) -> None:
 
 for _variant in VARIANTS:
     _define(_variant)
+_C.register_check_kernels()
