@@ -16,38 +16,34 @@ and Inf). Its limits for this formula: x*x overflows at |x| > 9.27e4 (Gemma 3
 flush to 0, and a mean of squares spans far more binades (2^-62..2^66) than
 SEN169 holds (2^-31..2^33), so no fixed prescale is right for every row.
 
-Each row x (length n) is divided by its own max-abs m before squaring. With
-s = sqrt(eps) (a host constant) and q = s / m,
+Each row x (length n) is divided by a scale of its own max-abs m before squaring.
+With k = ceil(log2(n) / 2) (2^k >= sqrt(n), at most 8), M = max(m * 2^-k, smallest
+normal), s = sqrt(eps) (a host constant) and q = s / M,
 
-    u = x / m,   z = mean(u^2) * b^2 + a^2,   a = min(q, 1), b = 1 / max(q, 1),
-    r = max(m, s) * sqrt(z) = sqrt(mean(x^2) + eps),   y = x / r
+    u = x / M,   g = b / sqrt(mean(u^2) * b^2 + a^2),   a = min(q, 1), b = 1 / max(q, 1),
+    y = u * g  (= x / sqrt(mean(x^2) + eps))
 
-(r is the row's root mean square, eps included; when eps is 0, negligible or
-beyond the dtype, or x is not in the compute dtype, y = u * b / sqrt(z) instead).
 What each step protects:
 
-* u = x / m: |u| <= 1 with max|u| = 1, so u*u cannot overflow, and
-  mean(u^2) is in [1/n, 1] whatever the row's magnitude (SEN169 values from
-  2^-31 to 8.57e9) and however wide the device accumulates the sum (at most n).
-* y = x / r, not u * g: u flushes entries more than 2^31 below their row's max
-  to 0 (SEN169 has no subnormals); x / r keeps them. r is at least s >= 2^-30
-  and at most the row's RMS, so it needs eps in [(2 * 2^-31)^2, 8.57e9^2 / 16]
-  (about 8.7e-19 to 4.6e18, with fp16 compute) and a row RMS below ~8.3e9. Outside
-  that eps range the u * g form is used, and entries more than 2^31 below their
-  row's max come out 0: the one row class SEN169 holds that the formula does
-  not, tested as such in tests/spyre/test_sen169_accuracy.py.
-* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0; its z is
-  then min(eps, 1), floored at the smallest normal where eps is that small (rsqrt(0)
-  is NINF, which SEN169 decodes as NaN: no cap after the fact can undo that), so
-  y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
-* a and b: one of them is 1 and both are in [0, 1], so z is in [min(1/n, 1), 2]
-  for every nonzero row, and eps dominates exactly where it should (q > 1).
-* a = 1 / max(t', 1) and b = min(t', 1), with s = mu * 2^e and t' = m * 2^-e / mu
-  (powers of two applied in steps that stay normal numbers): no reciprocal is taken of
-  a number that may have flushed to 0 or overflowed (both NaN in SEN169). m is
-  capped before t' where q is already below 2^-31 (so t' cannot overflow); t'
-  flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below SEN169's
-  smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
+* u = x / M: max|u| is in [1, 2^k], so u*u stays below 2^16 (no overflow, even if
+  the device summed n <= 2^16 squares in 16 bits) and mean(u^2) is at least 1/n. An
+  entry u flushes to 0 (|x| below M * 2^-31) has |y| < 2^-31 * 2^k / sqrt(n): below
+  SEN169's smallest number, so 0 is its right value; with u = x / m (max|u| = 1), rows
+  whose entries span more than 2^31 lost entries whose outputs SEN169 holds. The floor
+  of M keeps tiny rows (m < 2^(k-31)) from dividing by a flushed 0.
+* m + (m == 0) (eps > 0 only): an all-zero row is divided by 2^-k, not 0; its root
+  is then min(eps * 2^2k, 1), floored at the smallest normal where eps is that small
+  (rsqrt(0) is NINF, which SEN169 decodes as NaN: no cap after the fact can undo
+  that), so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``F.rms_norm``.
+* a and b: one of them is 1 and both are in [0, 1], so the root is at least
+  min(1/n, 1) and g <= sqrt(n): g never overflows, and eps dominates exactly where
+  it should (q > 1).
+* a = 1 / max(t, 1) and b = min(t, 1), with s = mu * 2^e and t = 1/q = M / mu * 2^-e
+  (powers of two applied in steps that stay normal numbers, after the 1/mu): no
+  reciprocal is taken of a number that may have flushed to 0 or overflowed (both NaN
+  in SEN169). M is capped before t where q is already below 2^-31 (so t cannot
+  overflow); t flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below
+  SEN169's smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
   range) counts exactly, to a few roundings.
 
 Rows SEN169 cannot hold as numbers: a NaN or Inf in a row (one NINF code on the
@@ -69,9 +65,9 @@ scaled before any conversion to fp16.
 
 Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
 reductions (max and min of x, the mean of squares) against one for the plain
-formula, and four full-size ops (x / m, u * u, x / r, the weight multiply)
-against the plain formula's three (max|x| is not taken from a full-size |x|,
-which would go out to HBM and back).
+formula, and the plain formula's full-size ops (x / M, u * u, u * g, the weight
+multiply; max|x| is not taken from a full-size |x|, which would go out to HBM and
+back).
 """
 
 from __future__ import annotations
