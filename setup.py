@@ -7,7 +7,9 @@ installed) or `pip install --no-build-isolation .` next to an installed torch
 (the Makefile does the latter, editable). A torch C++ extension runs only with
 the torch release it was built against, so the wheel requires that release
 (``torch>=X.Y.0,<X.Y+1``), and the build records it in spyre_ops/_build_info.py,
-which ``import spyre_ops`` checks before loading the kernels. Build flags: -O3, and one SIMD capability for the CPU
+which ``import spyre_ops`` checks before loading the kernels. Build flags: -O3, -g0 (no
+debug information: Python's own flags ask for -g, which costs about a quarter of
+the compile time and makes the objects many times larger), and one SIMD capability for the CPU
 kernels, chosen by SPYRE_OPS_CPU_CAPABILITY:
 
 * ``auto`` (the default): the best the build machine has, of ``avx512`` and ``avx2``;
@@ -75,7 +77,8 @@ def cpu_capability() -> str:
 
 def cxx_flags() -> list[str]:
     capability = cpu_capability()
-    flags = ["-O3", "-fvisibility=hidden", "-Wno-unknown-pragmas", *CAPABILITY_FLAGS[capability]]
+    # -g0 after Python's -g (the compiler takes the last one): no debug information.
+    flags = ["-O3", "-g0", "-fvisibility=hidden", "-Wno-unknown-pragmas", *CAPABILITY_FLAGS[capability]]
     # bfloat16 rounding in one instruction, when the build machine has it (the
     # built module then checks for it at load, like the rest of the capability).
     if capability == "avx512" and os.environ.get("SPYRE_OPS_AVX512_BF16", "auto") != "0":

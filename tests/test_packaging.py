@@ -152,5 +152,5 @@ def test_pyproject_uses_the_backend_and_pins_no_static_torch():
     assert config["build-system"]["backend-path"] == ["build_backend"]
     assert not any(r.startswith("torch") for r in config["build-system"]["requires"])
     assert "dependencies" in config["project"]["dynamic"]
-    # No extra that pulls a vLLM build the installed torch cannot run (README: Install).
+    # No extra that pulls a vLLM build the installed torch cannot run (docs/install.md).
     assert "vllm" not in config["project"].get("optional-dependencies", {})

@@ -107,3 +107,35 @@ def gemma3(transformers_installed) -> Loaded:
 def real(request) -> Loaded:
     """Each real model in turn (the fixture of its short name in real_model.MODELS)."""
     return request.getfixturevalue(request.param)
+
+
+#: Scripts started as soon as collection ends, by the name of the fixture that waits for each:
+#: (script in this folder, its arguments). The emulated spyre device run is minutes of one
+#: core in a process of its own; started early, it overlaps the in-process tests before it.
+EARLY_RUNS = {"spyre_run": ("spyre_device_run.py", ())}
+_early: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    from subprocess_python import Background, needed_by_session
+
+    if not (real_model.MODEL_DIR / "config.json").exists():
+        return  # model_dir fails or skips the tests that need it
+    for name in needed_by_session(session, EARLY_RUNS):
+        script, args = EARLY_RUNS[name]
+        folder = session.config._tmp_path_factory.mktemp(name)
+        _early[name] = Background(
+            [sys.executable, os.path.join(os.path.dirname(__file__), script), "--out", str(folder / "result.json"), *args],
+            folder,
+        )
+
+
+def pytest_sessionfinish(session) -> None:
+    for run in _early.values():
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def started_early():
+    """{fixture name: Background run} of the scripts started when collection ended."""
+    return _early

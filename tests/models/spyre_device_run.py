@@ -2,16 +2,27 @@
 
 Run as a script in a process of its own (enabling the emulated device renames
 PyTorch's PrivateUse1 backend for the whole process); test_hf_spyre_device.py
-runs it and checks the JSON it writes:
+runs it and checks the JSON it writes.
 
-* ``tokens``: the greedy answer to each of real_model.QUESTIONS;
-* ``logprobs``: the log-probabilities of the prompt's last position (the first answer token);
-* ``op_calls_per_forward``: ``spyre::rms_norm`` calls in that forward (torch.profiler);
+Each question of real_model.QUESTIONS is one greedy ``generate``; its first forward
+(the prompt) gives the first answer token's log-probabilities and is profiled, so no
+extra forward is run (each one costs seconds on the emulated device, where every op
+decodes the weights it reads). Recorded, per question:
+
+* ``tokens``: the greedy answer;
+* ``logprobs``: the log-probabilities of the first answer token (the logits of the
+  prompt's last position, from generate's first step);
+* ``forwards``: the model forwards generate ran;
+* ``op_calls_per_forward``: ``spyre::rms_norm`` calls in the first forward (torch.profiler,
+  recording that forward only);
+
+and for the whole run:
+
 * ``norm_calls``: forward calls of the patched norm modules; ``norm_ops``: the ops that
   ran on spyre tensors inside them; ``norm_h2d``/``norm_d2h``: host<->device copies
   inside them; ``norm_fallbacks``: ops inside them that torch-spyre would not run on the
   device (each a hidden round trip on a Spyre card);
-* ``devices``: the devices of the model's parameters.
+* ``devices``/``dtypes``: those of the model's parameters.
 """
 
 import argparse
@@ -55,14 +66,25 @@ def main() -> None:
         module.register_forward_pre_hook(before)
         module.register_forward_hook(after)
 
-    result = {"patched": len(report), "tokens": [], "logprobs": [], "op_calls_per_forward": []}
+    profiler = torch.profiler
+    result = {"patched": len(report), "tokens": [], "logprobs": [], "forwards": [], "op_calls_per_forward": []}
     for question in real_model.QUESTIONS:
         ids = real_model.chat_ids(tokenizer, question).to("spyre")
-        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            logits = model(ids, use_cache=False).logits[0, -1].cpu().float()
+        # the profiler records the first forward only: the hook ends its one active step
+        with torch.no_grad(), profiler.profile(activities=[profiler.ProfilerActivity.CPU],
+                                               schedule=profiler.schedule(wait=0, warmup=0, active=1, repeat=1)) as prof:
+            hook = model.register_forward_hook(lambda module, args, output: prof.step())
+            try:
+                out = model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=real_model.NEW_TOKENS,
+                    do_sample=False, output_logits=True, return_dict_in_generate=True,
+                )
+            finally:
+                hook.remove()
         result["op_calls_per_forward"].append(sum(e.name == "spyre::rms_norm" for e in prof.events()))
-        result["logprobs"].append(logits.log_softmax(-1).tolist())
-        result["tokens"].append(real_model.greedy(model, ids))
+        result["logprobs"].append(out.logits[0][0].cpu().float().log_softmax(-1).tolist())
+        result["forwards"].append(len(out.logits))
+        result["tokens"].append(out.sequences[0, ids.shape[1]:].cpu().tolist())
     result.update(
         norm_calls=inside["calls"], norm_h2d=inside["h2d"], norm_d2h=inside["d2h"],
         norm_ops=dict(inside["ops"]), norm_fallbacks=dict(inside["fallbacks"]),

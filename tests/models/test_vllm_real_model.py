@@ -29,7 +29,6 @@ under that worker's pid in the spyre run and never in the native run.
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import pytest
 
 import real_model
+from subprocess_python import Background, needed_by
 
 SCRIPT = Path(__file__).with_name("vllm_run.py")
 
@@ -74,35 +74,58 @@ VLLM_CASES = {
 }
 
 
-def _run(tmp_path_factory, name: str, *args: str, env: dict | None = None) -> dict:
-    folder = tmp_path_factory.mktemp(f"vllm-{name}")
-    out = folder / "result.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--profile-dir", str(folder / "profile"), *args],
-        env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text())
+#: The engine runs of this module, by the name of the fixture that returns each one:
+#: (vllm_run.py arguments, extra environment, the fixture naming its checkpoint folder).
+ENGINE_RUNS = {
+    "fp32": (("--dtype", "float32"), {}, "model_dir"),
+    "gemma3_run": (("--dtype", "float32", "--model", "gemma3"), VLLM_CASES["gemma3"].env, "gemma3_dir"),
+    "tp2": (("--dtype", "bfloat16", "--tp", "2", "--tp-model"), {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}, "model_dir"),
+}
 
 
 @pytest.fixture(scope="module")
-def fp32(model_dir, tmp_path_factory):
+def engine_runs(request, tmp_path_factory):
+    """Starts, all at once, every engine run that a selected test needs: each spends most
+    of its time starting processes (frontend, engine core, worker(s)) and importing torch
+    and vLLM in them, one process at a time, so together they use both cores. Yields
+    {name: Background run}; runs still going at the end are killed."""
     pytest.importorskip("vllm")
-    return _run(tmp_path_factory, "fp32", "--dtype", "float32")
+    started = {}
+    try:
+        for name in needed_by(request, ENGINE_RUNS):
+            args, env, checkpoint = ENGINE_RUNS[name]
+            request.getfixturevalue(checkpoint)  # fails (or skips) without the checkpoint
+            folder = tmp_path_factory.mktemp(f"vllm-{name}")
+            started[name] = Background(
+                [sys.executable, str(SCRIPT), "--out", str(folder / "result.json"),
+                 "--profile-dir", str(folder / "profile"), *args],
+                folder, dict(os.environ, **env),
+            )
+        yield started
+    finally:
+        for run in started.values():
+            run.stop()
+
+
+def _result(engine_runs: dict, name: str) -> dict:
+    run = engine_runs[name]
+    run.wait()
+    return json.loads((run.output_file.parent / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def gemma3_run(gemma3_dir, tmp_path_factory):
-    pytest.importorskip("vllm")
-    return _run(tmp_path_factory, "gemma3", "--dtype", "float32", "--model", "gemma3",
-                env=VLLM_CASES["gemma3"].env)
+def fp32(engine_runs):
+    return _result(engine_runs, "fp32")
 
 
 @pytest.fixture(scope="module")
-def tp2(model_dir, tmp_path_factory):
-    pytest.importorskip("vllm")
-    return _run(tmp_path_factory, "tp2", "--dtype", "bfloat16", "--tp", "2", "--tp-model",
-                env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
+def gemma3_run(engine_runs):
+    return _result(engine_runs, "gemma3_run")
+
+
+@pytest.fixture(scope="module")
+def tp2(engine_runs):
+    return _result(engine_runs, "tp2")
 
 
 def _diffs(run: dict, same_tokens: bool = True) -> tuple[list[float], int, int]:

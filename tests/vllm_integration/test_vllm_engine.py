@@ -3,17 +3,17 @@ generation works, the library op ran for every RMSNorm call, and the
 log-probabilities match the same engine with ``native``; then the same with
 vLLM's torch.compile (as set up by its CPU platform) instead of eager mode.
 
-The engines run in subprocesses (vllm_engine_run.py), which write what they saw
+The engines run in subprocesses (vllm_engine_run.py; both modes at once), which write what they saw
 as JSON; the assertions are here.
 """
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_python import Background, needed_by
 
 SCRIPT = Path(__file__).with_name("vllm_engine_run.py")
 
@@ -26,25 +26,42 @@ LOGPROB_ATOL = 0.2
 LOGPROB_MEAN_ATOL = 0.05
 
 
-def _run_engine(tmp_path_factory, mode: str) -> dict:
-    out = tmp_path_factory.mktemp(f"engine-{mode}") / "result.json"
+MODES = {"engine_result": "eager", "compiled_result": "compiled"}
+
+
+@pytest.fixture(scope="module")
+def engines(request, tmp_path_factory):
+    """Starts the engine run of each mode a selected test needs, both at once (most of
+    each is starting a process and importing torch and vLLM: one core each)."""
     env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--mode", mode],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    return json.loads(out.read_text())
+    started = {}
+    try:
+        for name in needed_by(request, MODES):
+            folder = tmp_path_factory.mktemp(f"engine-{MODES[name]}")
+            started[name] = Background(
+                [sys.executable, str(SCRIPT), "--out", str(folder / "result.json"), "--mode", MODES[name]],
+                folder, env,
+            )
+        yield started
+    finally:
+        for run in started.values():
+            run.stop()
+
+
+def _result(engines: dict, name: str) -> dict:
+    run = engines[name]
+    run.wait()
+    return json.loads((run.output_file.parent / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def engine_result(tmp_path_factory):
-    return _run_engine(tmp_path_factory, "eager")
+def engine_result(engines):
+    return _result(engines, "engine_result")
 
 
 @pytest.fixture(scope="module")
-def compiled_result(tmp_path_factory):
-    return _run_engine(tmp_path_factory, "compiled")
+def compiled_result(engines):
+    return _result(engines, "compiled_result")
 
 
 def _logprob_diffs(a: list[dict], b: list[dict]) -> list[float]:
