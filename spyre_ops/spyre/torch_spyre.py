@@ -59,11 +59,25 @@ def _applies(x: torch.Tensor, normalized_shape: Sequence[int]) -> bool:
 
 
 def _laid_out(x: torch.Tensor, policy: torch.dtype) -> torch.Tensor:
-    """x, or a dense copy of it when it is a strided view that the formula converts to another
-    compute dtype: torch-spyre cannot lay out the conversion of such a view (a fp32-policy q-norm
-    view ``qkv[..., :4096].view(8, 32, 128)`` of fp16 qkv fails with "Unsupported coordinate
-    expression"); the copy of the fp16 view it can."""
-    if x.is_contiguous() or formula.compute_dtype_for(x.dtype, policy) == x.dtype:
+    """x, or a dense copy of it (a copy inside the graph, which torch-spyre lays out with a
+    restickify) when torch-spyre cannot lay out the formula on x itself:
+
+    * x's last dimension is not its innermost one (stride != 1, e.g. a transposed x of shape
+      (8, 128) and strides (1, 8)): the rows' elements do not lie along x's sticks, and the
+      formula's row reductions and pointwise ops then fail with "no mechanism to resolve stick
+      incompatibility" (torch-spyre's own ``F.rms_norm`` gets the same restickify);
+    * x is a strided view that the formula converts to another compute dtype: torch-spyre cannot
+      lay out the conversion of such a view (a fp32-policy q-norm view
+      ``qkv[..., :4096].view(8, 32, 128)`` of fp16 qkv fails with "Unsupported coordinate
+      expression"); the copy of the fp16 view it can.
+
+    Other strided views (rows contiguous in the last dimension, e.g. the q and k views of a fused
+    qkv under the fp16 policy) are read where they are."""
+    if x.is_contiguous():
+        return x
+    if x.dim() > 0 and x.shape[-1] > 1 and x.stride(-1) != 1:
+        return x.contiguous()
+    if formula.compute_dtype_for(x.dtype, policy) == x.dtype:
         return x
     return x.contiguous()
 
