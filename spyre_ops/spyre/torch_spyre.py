@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .._variants import RMS_NORM, VARIANTS, Variant
-from . import formula, policy_guard
+from . import formula, policy_guard, weights
 
 DEVICE_TYPE = "spyre"
 #: torch-spyre's module holding its decomposition table and the function that builds it.
@@ -82,6 +82,59 @@ def _laid_out(x: torch.Tensor, policy: torch.dtype) -> torch.Tensor:
     return x.contiguous()
 
 
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+_CONVERSIONS = (torch.ops.prims.convert_element_type.default, torch.ops.aten._to_copy.default)
+_ELEMENTWISE = (torch.ops.aten.add, torch.ops.aten.sub, torch.ops.aten.mul, torch.ops.aten.div)
+
+
+def _traced_node(t: torch.Tensor) -> torch.fx.Node | None:
+    """The graph node of t in the graph being traced (Inductor decomposes inside ``make_fx``),
+    or None outside a trace."""
+    from torch.fx.experimental import proxy_tensor
+
+    mode = proxy_tensor.get_proxy_mode()
+    if mode is None:
+        return None
+    slot = proxy_tensor.get_proxy_slot(t, mode.tracer, None)
+    proxy = getattr(slot, "proxy", None)
+    return getattr(proxy, "node", None)
+
+
+def _from_sixteen_bit(node: Any, depth: int = 0) -> bool:
+    """Whether ``node`` is a float32 value computed in the graph from a 16-bit tensor: a conversion
+    of one, or an elementwise op of such values and scalars (Gemma's ``1 + w.float()``)."""
+    if not isinstance(node, torch.fx.Node) or depth > 8 or node.op != "call_function":
+        return False
+    if node.target in _CONVERSIONS:
+        source = node.args[0]
+        value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        return isinstance(value, torch.Tensor) and value.dtype in _SIXTEEN_BIT
+    if getattr(node.target, "overloadpacket", None) in _ELEMENTWISE:
+        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        return bool(tensors) and all(_from_sixteen_bit(a, depth + 1) for a in tensors)
+    return False
+
+
+def _weight_for(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
+    """The weight the formula gets in a compiled graph.
+
+    torch-spyre cannot combine, in one pointwise op, a tensor converted on the device between
+    16-bit and float32 with an unconverted one of the same dtype ("Multi-arg pointwise with mixed
+    EA"): each conversion rearranges the elements in their sticks. So a weight of another dtype
+    than x's that is a graph input (fp16 x with an fp32 weight, fp32 x with an fp16 one, bf16 x
+    with fp32) is converted outside the formula's kernel by :data:`weights.WEIGHT_IN_DTYPE` (an
+    extern call, cached per weight and version, as for eager calls). A float32 weight computed in
+    the graph from a 16-bit tensor for 16-bit x (vLLM's GemmaRMSNorm hands the op
+    ``1 + w.float()``) is converted inside the graph: converting it back to x's dtype restores
+    the arrangement x has, and the extern call would convert a fresh tensor on every call.
+    """
+    if weight is None or weight.dtype == x.dtype:
+        return weight
+    if x.dtype in _SIXTEEN_BIT and weight.dtype == torch.float32 and _from_sixteen_bit(_traced_node(weight)):
+        return weight
+    return weights.weight_in_dtype(weight, x.dtype)
+
+
 def decompositions(variant: Variant) -> dict[str, Callable[..., Any]]:
     """``variant``'s decompositions for spyre tensors, by op name in the plain family
     (``NotImplemented`` for other devices); its weight offset is added in the formula."""
@@ -93,12 +146,13 @@ def decompositions(variant: Variant) -> dict[str, Callable[..., Any]]:
         if not _applies(x, normalized_shape):
             return NotImplemented
         policy = _policy()
-        return formula.rms_norm(_laid_out(x, policy), weight, eps, policy, weight_offset=offset)
+        return formula.rms_norm(_laid_out(x, policy), _weight_for(x, weight), eps, policy, weight_offset=offset)
 
     def fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
         policy = _policy()
         return formula.fused_add_rms_norm(
-            _laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy, weight_offset=offset
+            _laid_out(x, policy), _laid_out(residual, policy), _weight_for(x, weight), eps, policy,
+            weight_offset=offset,
         )
 
     def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
