@@ -84,3 +84,25 @@ def test_row_contiguous_views_are_read_in_place(spyre_device):
         placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
         assert torch.ops.aten.clone.default not in {u.target for u in placeholder.users}
         assert any(r.args[0] is placeholder for r in _reductions(gm))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fp32_policy_takes_the_row_scale_from_16_bit_x(spyre_device, dtype):
+    # Under the fp32 policy a 16-bit x is converted to float32; its row max is taken from x itself
+    # and converted once, so both operands of the division are converted tensors (torch-spyre
+    # rejects a converted full-size tensor with an unconverted per-row one computed by a binary op:
+    # "Multi-arg pointwise with mixed EA" at 32 rows; the q view of a fused qkv, (8, 32, 128)).
+    qkv = (torch.randn(8, 768, generator=torch.Generator().manual_seed(2)) * 4).to(dtype).to(spyre_device)
+    q = qkv[..., :512].view(8, 4, 128)
+    with spyre_ops.spyre.use_compute_dtype(torch.float32):
+        gm = _graph(lambda x: torch.ops.spyre.rms_norm(x, [128], None, 1e-6), q)
+        y = torch_spyre.decompose_rms_norm(q, [128], None, 1e-6)
+    for node in _reductions(gm):
+        if node.target in (torch.ops.aten.amax.default, torch.ops.aten.amin.default):
+            assert node.args[0].meta["val"].dtype == dtype, node.format_node()
+    div = next(n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.div.Tensor)
+    conversions = (torch.ops.prims.convert_element_type.default, torch.ops.aten._to_copy.default)
+    assert all(a.meta["val"].dtype == torch.float32 and a.target in conversions
+               for a in div.args), [a.format_node() for a in div.args]
+    held = q.to(torch.float32).cpu()
+    assert sen169_relative_error(y, rms_norm_ref(held, [128], None, 1e-6)) <= SEN169_NORM_RTOL
