@@ -70,11 +70,6 @@ import math
 import torch
 
 
-#: Upper bound put on g (largest finite IEEE fp16, finite in SEN169 too): only an all-zero row
-#: with a tiny eps reaches it; every other row has g <= sqrt(n).
-G_CAP = 65504.0
-
-
 def compute_dtype_for(x_dtype: torch.dtype, policy: torch.dtype) -> torch.dtype:
     """The dtype the formula computes in for input x_dtype under the policy (float16/float32)."""
     return torch.float64 if x_dtype == torch.float64 else policy
@@ -103,13 +98,43 @@ def power_of_two_steps(exponent: int, dtype: torch.dtype) -> list[float]:
     return steps
 
 
-def _sqrt_eps_over(m: torch.Tensor, eps: float) -> torch.Tensor:
-    """sqrt(eps) / m, row by row, with one rounding (see the module docstring); eps > 0."""
-    mantissa, exponent = math.frexp(math.sqrt(eps))  # sqrt(eps) = mantissa * 2**exponent
-    d = m
-    for step in power_of_two_steps(-exponent, m.dtype):
-        d = torch.mul(d, step)
-    return torch.mul(torch.reciprocal(d), mantissa)
+#: SEN169's largest finite value and smallest normal (no subnormals): where Spyre holds
+#: float16 and bfloat16, and so the range the formula keeps 16-bit intermediates in.
+SEN169_MAX = math.ldexp(1.0 + 510 / 512, 32)
+SEN169_TINY = math.ldexp(1.0 + 1 / 512, -31)  # codes with e = 0 and m = 0 are zeros
+
+
+def device_range(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest normal, largest finite) of dtype as the device holds it: SEN169 for 16-bit floats."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return SEN169_TINY, SEN169_MAX
+    info = torch.finfo(dtype)
+    return info.tiny, info.max
+
+
+def _eps_terms(m: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(a, b) = (min(q, 1), 1 / max(q, 1)) with q = sqrt(eps) / m, row by row, both in [0, 1]
+    and in m's dtype; None where eps is below every m the dtype holds (then a = 0, b = 1).
+
+    With sqrt(eps) = mu * 2**e (mu in [0.5, 1)) and t = m * 2**-e (exact powers of two, in
+    steps that stay normal), q = mu / t, so a = mu / max(t, mu) and b = min(t / mu, 1):
+    no reciprocal of a number that may have flushed to 0 (1/0 is NINF, i.e. NaN, in SEN169).
+    t may flush to 0 (then b = 0, a = 1: eps dominates, y = 0, right to SEN169's precision);
+    it must not overflow (NINF), so m is first capped where q is already below 2**-31 and
+    a*a far below mean(u^2) >= 1/n."""
+    mu, e = math.frexp(math.sqrt(eps))
+    tiny, top = device_range(m.dtype)
+    cap = math.ldexp(1.0, math.floor(math.log2(top)) - 1 + e)  # t = cap * 2**-e <= top / 2
+    if cap < tiny:
+        return None
+    if cap < top:
+        m = torch.minimum(m, torch.full_like(m, cap))
+    t = m
+    for step in power_of_two_steps(-e, m.dtype):
+        t = torch.mul(t, step)
+    a = torch.div(torch.full_like(t, mu), torch.maximum(t, torch.full_like(t, mu)))
+    b = torch.minimum(torch.mul(t, 1.0 / mu), torch.ones_like(t))
+    return a, b
 
 
 def _scale(weight: torch.Tensor, x_dtype: torch.dtype, c: torch.dtype, weight_offset: float) -> torch.Tensor:
@@ -141,18 +166,35 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     m = m.to(w_dtype)
     u = torch.div(xw, m).to(c)
     mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
-    if eps > 0:
-        one = torch.ones_like(mean_sq)
-        q = _sqrt_eps_over(m, eps).to(c)
-        a = torch.minimum(q, one)
-        b = torch.reciprocal(torch.maximum(q, one))
-        g = torch.mul(b, torch.rsqrt(torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))))
-        # An all-zero row whose a*a flushed to 0 (eps < ~1e-9): rsqrt(0) = inf, and 0 * inf
-        # would be NaN. Any other row has g <= sqrt(n), far below the cap.
-        g = torch.minimum(g, torch.full_like(g, G_CAP))
+    # bf16 and fp16 are one format (SEN169) on the device, so a bf16 row scale goes to fp16 as it is.
+    terms = _eps_terms(m.to(c) if m.dtype == torch.bfloat16 else m, eps) if eps > 0 else None
+    if terms is None:
+        # eps == 0, or below anything the row scale can hold: y = u / sqrt(mean(u^2)), where u
+        # flushes entries more than 2**31 below their row's max to 0 (x / m).
+        if eps > 0:
+            # An all-zero row (u = 0): rsqrt(0) is NINF (NaN) in SEN169, so the root is floored
+            # at the smallest normal, which no other row comes near (mean(u^2) >= 1/n).
+            mean_sq = torch.maximum(mean_sq, torch.full_like(mean_sq, device_range(c)[0]))
+        y = torch.mul(u, torch.rsqrt(mean_sq))
     else:
-        g = torch.rsqrt(mean_sq)
-    y = torch.mul(u, g)
+        a, b = (t.to(c) for t in terms)
+        tiny, top = device_range(c)
+        # z = mean(u^2) b^2 + a^2 is at least min(1/n, 1) for a nonzero row; an all-zero row whose
+        # a*a flushed to 0 would make rsqrt(0) NINF (NaN in SEN169): z is floored at tiny.
+        z = torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))
+        z = torch.maximum(z, torch.full_like(z, tiny))
+        s = math.sqrt(eps)
+        if w_dtype == c and 2 * tiny <= s <= top / 4:
+            # y = x / r, r = max(m, s) * sqrt(z) the row's root mean square, eps included
+            # (at least s, so an all-zero row is 0 / s). Entries far below the row's max keep
+            # their value, where u = x / m flushes those below m * 2**-31 to 0.
+            s_t = torch.full_like(mean_sq, s)
+            r = torch.maximum(torch.div(torch.maximum(m.to(c), s_t), torch.rsqrt(z)), s_t)
+            y = torch.div(xw, r)
+        else:
+            # sqrt(eps) beyond the dtype (or x in another dtype than the compute): y = u * g with
+            # g = b / sqrt(z) in [0, sqrt(n)] (b flushes to 0 where eps dominates beyond range).
+            y = torch.mul(u, torch.mul(b, torch.rsqrt(z)))
     if weight is not None:
         y = torch.mul(y, _scale(weight, in_dtype, c, weight_offset))
     return y.to(in_dtype)

@@ -49,3 +49,18 @@ def encode(value: float) -> int:
     if code_e < 0 or (code_e == 0 and m == 0):
         return sign
     return sign | (code_e << 9) | m
+
+
+def round_tensor(t):
+    """Every element of t rounded to the nearest SEN169 value as encode/decode above do (ties away
+    from zero, past the largest finite to NaN, below the smallest nonzero to 0), in float64: what
+    the device holds after one op whose exact result is t."""
+    import torch
+
+    t = t.double()
+    _, exp = torch.frexp(t)
+    ulp = torch.ldexp(torch.ones_like(t), (exp - 10).to(torch.int32))  # 2^(e - 9) for |t| in [2^e, 2^(e+1))
+    r = torch.copysign(torch.floor(t.abs() / ulp + 0.5) * ulp, t)
+    r = torch.where(r.abs() > MAX_FINITE, torch.full_like(r, math.nan), r)
+    r = torch.where(r.abs() < MIN_NONZERO, torch.zeros_like(r), r)
+    return torch.where(torch.isfinite(t), r, torch.full_like(r, math.nan))

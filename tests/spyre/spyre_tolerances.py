@@ -10,6 +10,7 @@ tests/reference.py, as the CPU kernels do.
 
 from __future__ import annotations
 
+import sen169_reference
 import torch
 from reference import TOLERANCES
 
@@ -66,3 +67,20 @@ def sen169_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float
     err = (a - e).abs()[fin]
     rel = torch.where(err <= SEN169_ATOL, torch.zeros_like(err), err / e.abs()[fin].clamp_min(SEN169_ATOL))
     return float(rel.max()) if rel.numel() else 0.0
+
+
+def held(t: torch.Tensor) -> torch.Tensor:
+    """The values a spyre tensor holds, on the host: a 16-bit one decoded from SEN169 on the device
+    (fp16 subnormals were halved on the way in, values beyond 65504 are kept), others as they are."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.to(torch.float32).cpu()
+    return t.cpu()
+
+
+def device_sum(x_dev: torch.Tensor, r_dev: torch.Tensor) -> torch.Tensor:
+    """x + residual as the device computes it (float64): in fp32, rounded once to SEN169 for 16-bit
+    tensors (NaN for an Inf: one NINF code), in IEEE arithmetic for fp32 ones."""
+    exact = held(x_dev).float() + held(r_dev).float()
+    if x_dev.dtype in (torch.float16, torch.bfloat16):
+        return sen169_reference.round_tensor(exact)
+    return exact.double()

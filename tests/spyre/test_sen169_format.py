@@ -121,3 +121,20 @@ def test_ninf_decodes_to_nan_and_values_beyond_fp16_live_in_the_format():
     assert float(c_decode(c_encode(np.array([1.0e5], np.float32)))[0]) == pytest.approx(1e5, rel=2 ** -10)
     assert float(c_decode(np.array([(63 << 9) | 510], np.uint16))[0]) == ref.MAX_FINITE
     assert struct.pack("<f", ref.MAX_FINITE) == np.float32(ref.MAX_FINITE).tobytes()
+
+
+def test_the_tensor_rounding_of_the_tests_is_the_definition():
+    # sen169_reference.round_tensor (the tests' SEN169 rounding of float64 results) against
+    # encode/decode, on random magnitudes over the whole range and on every tie of a binade.
+    import torch
+
+    g = torch.Generator().manual_seed(5)
+    values = torch.randn(4000, generator=g, dtype=torch.float64) * torch.exp2(
+        torch.randint(-34, 35, (4000,), generator=g).double())
+    ties = torch.tensor([(1 + (m + 0.5) / 512) * 2.0 ** k for m in range(0, 512, 37) for k in (-31, 0, 32)],
+                        dtype=torch.float64)
+    values = torch.cat([values, ties, -ties, torch.tensor([0.0, 2.0 ** -31, ref.MAX_FINITE * (1 + 2.0 ** -11)])])
+    got = ref.round_tensor(values)
+    want = torch.tensor([ref.decode(ref.encode(float(v))) for v in values], dtype=torch.float64)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.equal(got[~torch.isnan(got)], want[~torch.isnan(want)])
