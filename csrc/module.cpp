@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "autograd.h"
+#include "check_ops.h"
 #include "cpu/capability.h"
 #include "cpu/kernels.h"
 #include "eager_calls.h"
@@ -33,6 +34,8 @@ PyMethodDef methods[] = {
      "Register the CPU kernels of the spyre ops (idempotent)."},
     {"register_autograd_kernels", call<spyre_ops::register_autograd_kernels>, METH_NOARGS,
      "Register the Autograd kernels of the spyre ops (idempotent)."},
+    {"register_check_kernels", call<spyre_ops::register_check_kernels>, METH_NOARGS,
+     "Register the kernels of the check ops _check_rms_norm_out & co. (idempotent)."},
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "The SIMD capability the CPU kernels were built for: avx512+bf16, avx512, avx2 or default."},
     {nullptr, nullptr, 0, nullptr},

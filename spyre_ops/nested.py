@@ -5,12 +5,14 @@ A jagged nested tensor stores its rows packed in one dense ``values()`` tensor;
 normalizing over trailing dims that exclude the ragged one is the same op on
 ``values()``, whose result is re-wrapped with the input's offsets. Normalizing
 over the ragged dim, and the ``out=`` and in-place ops, are refused with a
-clear error. Strided nested tensors are refused by the kernels' own checks.
+clear RuntimeError (raw ``torch.ops`` calls too). Strided nested tensors are
+refused by the kernels' own checks.
 Every op family (:mod:`spyre_ops._variants`, the Gemma ops too) gets these rules.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 
 from . import _checks
 from ._library import LIBRARIES
-from ._variants import VARIANTS, Variant
+from ._variants import RMS_NORM, VARIANTS, Variant
 
 try:  # the class behind layout=torch.jagged (a PyTorch internal, present in torch 2.x)
     from torch.nested._internal.nested_tensor import NestedTensor
@@ -32,6 +34,36 @@ def check_normalized_dims(op: str, x: torch.Tensor, normalized_shape: Sequence[i
     dim before our rule runs; this raises our RuntimeError first."""
     if NestedTensor is not None and isinstance(x, NestedTensor):
         _values_shape_ok(op, x, normalized_shape)
+
+
+def _check_raw_calls_first() -> None:
+    """The same for a raw ``torch.ops.spyre.rms_norm(...)`` call, which reaches PyTorch's
+    nested-tensor ``__torch_function__`` as the op packet, named ``rms_norm``: its
+    torch-function handler (``torch.nested._internal.ops.jagged_torch_function``, looked
+    up on every call) is wrapped to run our check first for that packet only. Every
+    other call, and any overload (``torch.ops.spyre.rms_norm.default``, which reaches
+    our rule below), goes to PyTorch's handler unchanged."""
+    try:
+        from torch.nested._internal import ops as nested_ops
+    except ImportError:  # pragma: no cover  (a torch without it: PyTorch's ValueError stays)
+        return
+    original = getattr(nested_ops, "jagged_torch_function", None)
+    if original is None or getattr(original, "_spyre_ops_checks_first", False):
+        return
+    packet = RMS_NORM.packet("rms_norm")
+    op = RMS_NORM.qualname("rms_norm")
+
+    @functools.wraps(original)
+    def jagged_torch_function(func: Any, *args: Any, **kwargs: Any) -> Any:
+        if func is packet:
+            x = args[0] if args else kwargs.get("x")
+            shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
+            if isinstance(shape, Sequence):
+                check_normalized_dims(op, x, shape)
+        return original(func, *args, **kwargs)
+
+    jagged_torch_function._spyre_ops_checks_first = True
+    nested_ops.jagged_torch_function = jagged_torch_function
 
 
 def _values_shape_ok(op: str, x: torch.Tensor, normalized_shape: Sequence[int]) -> None:
@@ -120,6 +152,7 @@ def register(variant: Variant) -> None:
 if NestedTensor is not None:
     for _variant in VARIANTS:
         register(_variant)
+    _check_raw_calls_first()
 
 
 def _refuse_strided_nested(op: str, schema: torch._C.FunctionSchema) -> Any:

@@ -33,6 +33,12 @@ try:  # NumPy is optional for torch
 except ImportError:  # pragma: no cover
     _np = None
 
+try:  # Dynamo's compile-time hook, to tell a constant NumPy eps from data (see _compiled_numpy_eps)
+    from torch._dynamo.comptime import comptime as _comptime
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+except ImportError:  # pragma: no cover  (a torch without it: PyTorch's own data-dependent error)
+    _comptime = None
+
 ShapeLike = int | Sequence[int] | torch.Size
 
 
@@ -43,6 +49,7 @@ class _Family(NamedTuple):
     rms_norm_name: str  # the op's qualified name, for messages: "spyre_ops::gemma_rms_norm"
     rms_norm: Any  # torch.ops.<ns>.<prefix>rms_norm
     check_out: Any  # torch.ops.<ns>._check_<prefix>rms_norm_out
+    check_inplace: Any  # torch.ops.<ns>._check_<prefix>fused_add_rms_norm_
     fused_add_rms_norm: Any
     fused_add_rms_norm_: Any
     eager_rms_norm: Any  # spyre_ops._C.<prefix>rms_norm & co. (csrc/eager_calls.cpp)
@@ -59,6 +66,7 @@ def _family(variant: Variant) -> _Family:
         rms_norm_name=variant.qualname("rms_norm"),
         rms_norm=variant.packet("rms_norm"),
         check_out=_out_checks.check_op(variant),
+        check_inplace=_out_checks.check_op(variant, "fused_add_rms_norm_"),
         fused_add_rms_norm=variant.packet("fused_add_rms_norm"),
         fused_add_rms_norm_=variant.packet("fused_add_rms_norm_"),
         eager_rms_norm=eager("rms_norm"),
@@ -79,7 +87,11 @@ def _as_shape(normalized_shape: ShapeLike, op: str = "spyre_ops.rms_norm") -> li
     if isinstance(normalized_shape, int):
         return [normalized_shape]
     if _np is not None and isinstance(normalized_shape, (_np.integer, _np.ndarray)):
-        # Under torch.compile a NumPy integer is traced as a 0-dim array: index it as one.
+        if torch.compiler.is_dynamo_compiling():
+            # Dynamo traces a NumPy integer as a 0-dim array (a tensor): its value as a
+            # Python int (a constant for a literal, a symbolic size for an input).
+            sizes = torch.as_tensor(normalized_shape)
+            return [sizes.item()] if sizes.dim() == 0 else sizes.tolist()
         if normalized_shape.ndim == 0:
             return [operator.index(normalized_shape)]
         return [operator.index(s) for s in normalized_shape]
@@ -109,14 +121,38 @@ def _as_eps(eps: float, op: str) -> float:
     read)."""
     if isinstance(eps, torch.Tensor):
         raise TypeError(f"{op}: eps must be a float, got a Tensor; pass float(eps)")
-    if _np is not None and isinstance(eps, (_np.floating, _np.ndarray)) and torch.compiler.is_dynamo_compiling():
-        # Dynamo traces a NumPy scalar as a 0-dim tensor: its value is data, not the
-        # constant the op's float eps must be.
-        raise TypeError(
-            f"{op}: eps is a NumPy scalar, which torch.compile traces as a tensor, not a constant; "
-            "pass a Python float (float(eps)) to the compiled function"
-        )
+    if _np is not None and isinstance(eps, (_np.number, _np.ndarray)) and torch.compiler.is_dynamo_compiling():
+        return _compiled_numpy_eps(eps, op)
     return eps
+
+
+def _compiled_numpy_eps(eps: Any, op: str) -> float:
+    """Under torch.compile, a NumPy ``eps`` as the float the op takes, as eager mode converts it.
+
+    Dynamo traces a NumPy scalar as a 0-dim tensor. Its ``item()`` is a constant when
+    the scalar is made in the compiled code (``np.float32(1e-5)``), and a float Dynamo
+    specializes on (with a guard) for an ``np.float64`` argument (a ``float`` subclass).
+    For any other NumPy float that comes from outside the compiled code (an argument,
+    an attribute) it is data Dynamo cannot specialize on: refused, naming the fix.
+    """
+    value = torch.as_tensor(eps).item()
+    if _comptime is not None:
+        _comptime(_refuse_data_eps)
+    return value
+
+
+def _refuse_data_eps(ctx: Any) -> None:
+    """Run by Dynamo while it traces :func:`_compiled_numpy_eps` (``torch._dynamo.comptime``):
+    refuses a ``value`` that is data (an unbacked symbol), naming ``op`` and the fix."""
+    value = ctx.get_local("value")
+    fake = None if value.is_python_constant() or not value.is_proxy() else value.as_fake()
+    if isinstance(fake, torch.SymFloat) and free_unbacked_symbols(fake):
+        op = ctx.get_local("op").as_python_constant()
+        raise TypeError(
+            f"{op}: eps is a NumPy scalar passed into the compiled code (an argument or attribute), "
+            "which torch.compile traces as data, not the constant eps must be (only np.float64, a float "
+            "subclass, is specialized); pass a Python float (float(eps))"
+        )
 
 
 def _check_out(out: object, op: str) -> None:
@@ -176,7 +212,12 @@ def _fused_add_rms_norm_(
             return None
     op = f.api + "fused_add_rms_norm_"
     eps = _as_eps(eps, op)
-    f.fused_add_rms_norm_(x, residual, _as_shape(normalized_shape, op), weight, eps)
+    shape = _as_shape(normalized_shape, op)
+    if torch.compiler.is_compiling():
+        # The overlap checks in the compiled graph too (see _out_checks): functionalized,
+        # the op runs on copies of x and residual, which never overlap.
+        f.check_inplace(x, residual, shape, weight, eps)
+    f.fused_add_rms_norm_(x, residual, shape, weight, eps)
 
 
 def rms_norm(

@@ -199,8 +199,15 @@ def spyre_fused_add_rms_norm(
 ) -> tuple[Tensor, Tensor]:
     """``vllm.ir.ops.fused_add_rms_norm`` served in place by
     ``torch.ops.spyre.fused_add_rms_norm_`` (through :func:`spyre_ops.fused_add_rms_norm_`): returns ``(x, x_residual)`` after
-    writing the normalized output into ``x`` and ``x + x_residual`` into ``x_residual``."""
-    spyre_ops.fused_add_rms_norm_(x, x_residual, [x.shape[-1]], weight, epsilon)
+    writing the normalized output into ``x`` and ``x + x_residual`` into ``x_residual``.
+
+    Under torch.compile the raw op goes into vLLM's graph, not the wrapper's overlap check
+    op (one more dispatcher call per norm and step): x and x_residual are vLLM's own
+    buffers, which never overlap."""
+    if torch.compiler.is_compiling():
+        torch.ops.spyre.fused_add_rms_norm_(x, x_residual, [x.shape[-1]], weight, epsilon)
+    else:
+        spyre_ops.fused_add_rms_norm_(x, x_residual, [x.shape[-1]], weight, epsilon)
     return x, x_residual
 
 

@@ -45,11 +45,87 @@ def test_numpy_integer_sizes_under_compile(op):
 def test_numpy_eps_eager_and_compiled():
     x, w = torch.randn(3, 8), torch.rand(8) + 0.5
     assert_close_to_ref(spyre_ops.rms_norm(x, 8, w, np.float32(1e-3)), rms_norm_ref(x, [8], w, float(np.float32(1e-3))))
-    # Dynamo traces a NumPy scalar as a tensor (data, never the constant a float eps
-    # must be): refused naming the argument and the fix, not with Dynamo's op-resolution error.
+    # An np.float32 argument of the compiled function is traced as data (an unbacked float
+    # Dynamo cannot specialize on; F.rms_norm fails on it too): refused naming the argument
+    # and the fix, not with Dynamo's op-resolution or data-dependent error.
     torch._dynamo.reset()
-    with pytest.raises(Exception, match=r"spyre_ops.rms_norm: eps is a NumPy scalar.*pass a Python float"):
+    with pytest.raises(Exception, match=r"spyre_ops.rms_norm: eps is a NumPy scalar passed into the compiled "
+                       r"code.*pass a Python float"):
         torch.compile(spyre_ops.rms_norm, backend="eager", fullgraph=True)(x, 8, w, np.float32(1e-3))
+
+
+#: The public wrappers, each called as (x, residual, n, w, eps) -> its tensors (an in-place
+#: call on clones returns the clones).
+def _call_wrapper(name, x, r, n, w, eps):
+    fn = getattr(spyre_ops, name)
+    if name.endswith("_"):
+        a, b = x.clone(), r.clone()
+        fn(a, b, n, w, eps)
+        return a, b
+    if "fused" in name:
+        return fn(x, r, n, w, eps)
+    return (fn(x, n, w, eps),)
+
+
+WRAPPERS = ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_",
+            "gemma_rms_norm", "gemma_fused_add_rms_norm", "gemma_fused_add_rms_norm_"]
+
+
+def _assert_same(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("name", WRAPPERS)
+def test_numpy_scalars_made_in_compiled_code(name, dynamic):
+    # np.int64 normalized_shape, np.float32 and np.float64 eps written in the compiled code:
+    # accepted as in eager mode (Dynamo traces them as constant 0-dim arrays), same results.
+    x, r, w = torch.randn(3, 64) * 1e-2, torch.randn(3, 64) * 1e-2, torch.rand(64) + 0.5
+
+    def fn(x, r, w):
+        return (*_call_wrapper(name, x, r, np.int64(64), w, np.float32(0.25)),
+                *_call_wrapper(name, x, r, (np.int64(64),), w, np.float64(1e-3)))
+
+    torch._dynamo.reset()
+    got = torch.compile(fn, backend="aot_eager", fullgraph=True, dynamic=dynamic)(x, r, w)
+    _assert_same(got, fn(x, r, w))
+    # eps matters at this scale (mean(x^2) ~ 1e-4): the two eps give different results.
+    assert not torch.equal(got[0], got[len(got) // 2])
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("name", WRAPPERS)
+def test_numpy_scalar_arguments_of_compiled_code(name, dynamic):
+    # An np.int64 size and an np.float64 eps passed into the compiled function: accepted,
+    # and a later call with other values gets their results, not the first call's.
+    fn = lambda x, r, n, w, eps: _call_wrapper(name, x, r, n, w, eps)  # noqa: E731
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True, dynamic=dynamic)
+    for size, eps in ((64, 1e-3), (64, 0.25), (32, 1e-3)):
+        x, r, w = torch.randn(3, size) * 1e-2, torch.randn(3, size) * 1e-2, torch.rand(size) + 0.5
+        args = (x, r, np.int64(size), w, np.float64(eps))
+        got = compiled(*args)
+        _assert_same(got, fn(*args))
+        offset = 1.0 if name.startswith("gemma") else 0.0
+        summed = x + r if "fused" in name else x
+        assert_close_to_ref(got[0], rms_norm_ref(summed, [size], w, eps, offset))
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("cls", [spyre_ops.nn.RMSNorm, spyre_ops.nn.GemmaRMSNorm])
+def test_numpy_scalars_in_modules_under_compile(cls, dynamic):
+    m = cls(np.int64(64), eps=np.float32(0.25))
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 1.5)
+    x, r = torch.randn(3, 64) * 1e-2, torch.randn(3, 64) * 1e-2
+    torch._dynamo.reset()
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True, dynamic=dynamic)
+    torch.testing.assert_close(compiled(x), m(x), rtol=0, atol=0)
+    _assert_same(compiled(x, r), m(x, r))
+    offset = 1.0 if cls is spyre_ops.nn.GemmaRMSNorm else 0.0
+    assert_close_to_ref(compiled(x), rms_norm_ref(x, [64], m.weight, float(np.float32(0.25)), offset))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
@@ -161,6 +237,31 @@ def test_jagged_refusals_are_clear():
         spyre_ops.fused_add_rms_norm(nt.transpose(1, 2), nt.transpose(1, 2), 3)
     with pytest.raises(RuntimeError, match="jagged nested tensors are supported by"):
         spyre_ops.fused_add_rms_norm_(nt, nt.clone(), 8)
+
+
+RAW_RAGGED_CALLS = {
+    "spyre.rms_norm": lambda nt: torch.ops.spyre.rms_norm(nt, [3]),
+    "spyre.rms_norm-kwargs": lambda nt: torch.ops.spyre.rms_norm(x=nt, normalized_shape=[3]),
+    "spyre.rms_norm.default": lambda nt: torch.ops.spyre.rms_norm.default(nt, [3]),
+    "spyre.fused_add_rms_norm": lambda nt: torch.ops.spyre.fused_add_rms_norm(nt, nt, [3]),
+    "spyre_ops.gemma_rms_norm": lambda nt: torch.ops.spyre_ops.gemma_rms_norm(nt, [3]),
+    "spyre_ops.gemma_fused_add_rms_norm": lambda nt: torch.ops.spyre_ops.gemma_fused_add_rms_norm(nt, nt, [3]),
+}
+
+
+@pytest.mark.parametrize("call", list(RAW_RAGGED_CALLS))
+def test_jagged_ragged_dim_through_raw_ops_is_the_documented_runtime_error(call):
+    # PyTorch's nested-tensor code raises a ValueError for any op named rms_norm (the
+    # packet torch.ops.spyre.rms_norm): our check runs first, as docs/api.md says.
+    nt, _ = _jagged()
+    op = call.split("-")[0].replace(".default", "").replace(".", "::")
+    with pytest.raises(RuntimeError, match=f"{op}: x is a jagged nested tensor whose ragged dimension "
+                       r"\(dim 2\) is among the normalized dimensions"):
+        RAW_RAGGED_CALLS[call](nt.transpose(1, 2))
+    # Only the ragged dim is refused: the dim after it is normalized, raw packet call too.
+    y = torch.ops.spyre.rms_norm(nt, [8])
+    for got, part in zip(y.unbind(), nt.unbind()):
+        assert_close_to_ref(got, rms_norm_ref(part, [8]))
 
 
 def test_strided_nested_is_refused_by_name():

@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import spyre_ops
@@ -170,7 +171,7 @@ def test_strided_views_of_different_buffers_are_computed():
 
 
 @pytest.mark.parametrize("backend,layout", [("aot_eager", "contiguous"), ("aot_eager", "strided"),
-                                            ("inductor", "contiguous")])
+                                            ("inductor", "contiguous"), ("inductor", "strided")])
 def test_overlap_in_a_later_call_is_refused_by_the_compiled_graph(backend, layout):
     # Compiled for a weight apart from out, called with a weight inside out (same
     # shapes and strides, so no recompile): the compiled graph refuses it as eager does.
@@ -194,6 +195,61 @@ def test_overlap_in_a_later_call_is_refused_by_the_compiled_graph(backend, layou
         compiled(x, out[0], out)
     assert "spyre::rms_norm.out: weight shares memory with out" in str(eager.value)
     assert str(eager.value) in str(in_graph.value)
+
+
+# In-place calls whose inputs overlap only in a later call (same shapes and strides, so no
+# recompile): (id, in-place call of (x, residual, weight), its functional form, inputs of the
+# first call, inputs of the later call, the message).
+_plain_ = lambda x, r, w: spyre_ops.fused_add_rms_norm_(x, r, x.shape[-1], w, 1e-5)  # noqa: E731
+_plain = lambda x, r, w: spyre_ops.fused_add_rms_norm(x, r, x.shape[-1], w, 1e-5)  # noqa: E731
+_gemma_ = lambda x, r, w: spyre_ops.gemma_fused_add_rms_norm_(x, r, x.shape[-1], w, 1e-6)  # noqa: E731
+_gemma = lambda x, r, w: spyre_ops.gemma_fused_add_rms_norm(x, r, x.shape[-1], w, 1e-6)  # noqa: E731
+LATER_INPLACE_OVERLAPS = [
+    ("x-and-residual-rows", _plain_, _plain,
+     lambda: (torch.randn(4, 8), torch.randn(4, 8), torch.rand(8)),
+     lambda: (lambda b: (b[:4], b[2:], torch.rand(8)))(torch.randn(6, 8)),
+     "spyre::fused_add_rms_norm_: x and residual overlap, and the op writes both"),
+    ("x-and-residual-strided-columns", _plain_, _plain,
+     lambda: (torch.randn(4, 96)[:, 0:64], torch.randn(4, 96)[:, 32:96], torch.rand(64)),
+     lambda: (lambda b: (b[:, 0:64], b[:, 32:96], torch.rand(64)))(torch.randn(4, 96)),
+     "spyre::fused_add_rms_norm_: x and residual may overlap"),
+    ("weight-in-residual", _plain_, _plain,
+     lambda: (torch.randn(4, 8), torch.randn(4, 8), torch.rand(8)),
+     lambda: (lambda x, r: (x, r, r[1]))(torch.randn(4, 8), torch.randn(4, 8)),
+     "spyre::fused_add_rms_norm_: weight shares memory with residual"),
+    ("gemma-weight-in-x", _gemma_, _gemma,
+     lambda: (torch.randn(4, 8), torch.randn(4, 8), torch.rand(8)),
+     lambda: (lambda x, r: (x, r, x[2]))(torch.randn(4, 8), torch.randn(4, 8)),
+     "spyre_ops::gemma_fused_add_rms_norm_: weight shares memory with x"),
+]
+
+
+@pytest.mark.parametrize("backend,dynamic", [("aot_eager", False), ("aot_eager", True), ("inductor", False)],
+                         ids=["aot_eager", "aot_eager-dynamic", "inductor"])
+@pytest.mark.parametrize("fn,functional,first,later,message", [c[1:] for c in LATER_INPLACE_OVERLAPS],
+                         ids=[c[0] for c in LATER_INPLACE_OVERLAPS])
+def test_inplace_overlap_in_a_later_call_is_refused_by_the_compiled_graph(fn, functional, first, later, message,
+                                                                          backend, dynamic):
+    # Functionalized (aot_eager), the in-place op runs on copies of x and residual, which
+    # never overlap: the compiled graph checks the real tensors first, as eager mode does.
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend(backend)
+    compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=dynamic)
+    x, r, w = first()
+    expected_out, expected_sum = functional(x.clone(), r.clone(), w)
+    compiled(x, r, w)
+    torch.testing.assert_close(x, expected_out, rtol=0, atol=0)
+    torch.testing.assert_close(r, expected_sum, rtol=0, atol=0)
+    x, r, w = later()
+    before = (x.clone(), r.clone())
+    with pytest.raises(RuntimeError) as eager:
+        fn(x, r, w)
+    with pytest.raises(RuntimeError) as in_graph:
+        compiled(x, r, w)
+    assert counter.frame_count == 1  # the later call ran the first call's graph
+    assert message in str(eager.value)
+    assert str(eager.value) in str(in_graph.value)
+    assert torch.equal(x, before[0]) and torch.equal(r, before[1])  # refused before writing
 
 
 def test_overlap_refused_under_inductor_too():

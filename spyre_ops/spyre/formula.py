@@ -19,26 +19,36 @@ SEN169 holds (2^-31..2^33), so no fixed prescale is right for every row.
 Each row x (length n) is divided by its own max-abs m before squaring. With
 s = sqrt(eps) (a host constant) and q = s / m,
 
-    y = x / sqrt(mean(x^2) + eps) = u * g,   u = x / m,
-    g = b / sqrt(mean(u^2) * b^2 + a^2),     a = min(q, 1), b = 1 / max(q, 1)
+    u = x / m,   z = mean(u^2) * b^2 + a^2,   a = min(q, 1), b = 1 / max(q, 1),
+    r = max(m, s) * sqrt(z) = sqrt(mean(x^2) + eps),   y = x / r
 
-(numerator and denominator multiplied by 1/max(m, s)). What each step protects:
+(r is the row's root mean square, eps included; when eps is 0, negligible or
+beyond the dtype, or x is not in the compute dtype, y = u * b / sqrt(z) instead).
+What each step protects:
 
 * u = x / m: |u| <= 1 with max|u| = 1, so u*u cannot overflow, and
   mean(u^2) is in [1/n, 1] whatever the row's magnitude (SEN169 values from
   2^-31 to 8.57e9) and however wide the device accumulates the sum (at most n).
-  A division, not x * (1/m): 1/m flushes to 0 for m > 2^31.
-* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0, and g is
-  capped at 65504 (a*a flushes to 0 for eps below ~1e-9, and rsqrt(0) = inf),
-  so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
-* a and b: one of them is 1 and both are in [0, 1], so the root is at least
-  min(1/n, 1) and g <= sqrt(n): g never overflows, and eps dominates exactly
-  where it should (q > 1).
-* q = s / m is computed as mantissa(s) / (m * 2^-exponent(s)), the power of two
-  applied in steps that stay normal numbers: eps from 1e-30 to 1e30 (sqrt(1e30)
-  = 1e15 is beyond SEN169's range) counts exactly, to one rounding. q flushes to
-  0 only where q^2 is far below mean(u^2) >= 1/n, and becomes Inf only where the
-  output x / sqrt(eps) is below SEN169's smallest number anyway.
+* y = x / r, not u * g: u flushes entries more than 2^31 below their row's max
+  to 0 (SEN169 has no subnormals); x / r keeps them. r is at least s >= 2^-30
+  and at most the row's RMS, so it needs eps in [(2 * 2^-31)^2, 8.57e9^2 / 16]
+  (about 8.7e-19 to 4.6e18, with fp16 compute) and a row RMS below ~8.3e9. Outside
+  that eps range the u * g form is used, and entries more than 2^31 below their
+  row's max come out 0: the one row class SEN169 holds that the formula does
+  not, tested as such in tests/spyre/test_sen169_accuracy.py.
+* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0; its z is
+  then min(eps, 1), floored at the smallest normal where eps is that small (rsqrt(0)
+  is NINF, which SEN169 decodes as NaN: no cap after the fact can undo that), so
+  y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
+* a and b: one of them is 1 and both are in [0, 1], so z is in [min(1/n, 1), 2]
+  for every nonzero row, and eps dominates exactly where it should (q > 1).
+* a = 1 / max(t', 1) and b = min(t', 1), with s = mu * 2^e and t' = m * 2^-e / mu
+  (powers of two applied in steps that stay normal numbers): no reciprocal is taken of
+  a number that may have flushed to 0 or overflowed (both NaN in SEN169). m is
+  capped before t' where q is already below 2^-31 (so t' cannot overflow); t'
+  flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below SEN169's
+  smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
+  range) counts exactly, to a few roundings.
 
 Rows SEN169 cannot hold as numbers: a NaN or Inf in a row (one NINF code on the
 device) makes m NaN/Inf and the whole row's output NaN. On the host side
@@ -59,8 +69,9 @@ scaled before any conversion to fp16.
 
 Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
 reductions (max and min of x, the mean of squares) against one for the plain
-formula, and no full-size intermediate besides those the plain formula has
-(max|x| is not taken from a full-size |x|, which would go out to HBM and back).
+formula, and four full-size ops (x / m, u * u, x / r, the weight multiply)
+against the plain formula's three (max|x| is not taken from a full-size |x|,
+which would go out to HBM and back).
 """
 
 from __future__ import annotations
@@ -117,7 +128,7 @@ def _eps_terms(m: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]
     and in m's dtype; None where eps is below every m the dtype holds (then a = 0, b = 1).
 
     With sqrt(eps) = mu * 2**e (mu in [0.5, 1)) and t = m * 2**-e (exact powers of two, in
-    steps that stay normal), q = mu / t, so a = mu / max(t, mu) and b = min(t / mu, 1):
+    steps that stay normal), 1/q = t / mu, so a = 1 / max(t / mu, 1) and b = min(t / mu, 1):
     no reciprocal of a number that may have flushed to 0 (1/0 is NINF, i.e. NaN, in SEN169).
     t may flush to 0 (then b = 0, a = 1: eps dominates, y = 0, right to SEN169's precision);
     it must not overflow (NINF), so m is first capped where q is already below 2**-31 and
@@ -132,9 +143,9 @@ def _eps_terms(m: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]
     t = m
     for step in power_of_two_steps(-e, m.dtype):
         t = torch.mul(t, step)
-    a = torch.div(torch.full_like(t, mu), torch.maximum(t, torch.full_like(t, mu)))
-    b = torch.minimum(torch.mul(t, 1.0 / mu), torch.ones_like(t))
-    return a, b
+    t = torch.mul(t, 1.0 / mu)  # 1/q, at most top (cap * 2**-e <= top / 2, 1/mu <= 2)
+    one = torch.ones_like(t)
+    return torch.reciprocal(torch.maximum(t, one)), torch.minimum(t, one)
 
 
 def _scale(weight: torch.Tensor, x_dtype: torch.dtype, c: torch.dtype, weight_offset: float) -> torch.Tensor:
@@ -179,17 +190,18 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     else:
         a, b = (t.to(c) for t in terms)
         tiny, top = device_range(c)
-        # z = mean(u^2) b^2 + a^2 is at least min(1/n, 1) for a nonzero row; an all-zero row whose
-        # a*a flushed to 0 would make rsqrt(0) NINF (NaN in SEN169): z is floored at tiny.
+        # z = mean(u^2) b^2 + a^2 is at least min(1/n, 1) for a nonzero row and min(eps, 1) for an
+        # all-zero one (m = 1); where eps^2 may flush, rsqrt(0) would be NINF (NaN in SEN169), so z
+        # is floored at tiny then.
         z = torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))
-        z = torch.maximum(z, torch.full_like(z, tiny))
+        if eps < 4 * tiny:
+            z = torch.maximum(z, torch.full_like(z, tiny))
         s = math.sqrt(eps)
         if w_dtype == c and 2 * tiny <= s <= top / 4:
             # y = x / r, r = max(m, s) * sqrt(z) the row's root mean square, eps included
-            # (at least s, so an all-zero row is 0 / s). Entries far below the row's max keep
+            # (about s for an all-zero row: y = 0). Entries far below the row's max keep
             # their value, where u = x / m flushes those below m * 2**-31 to 0.
-            s_t = torch.full_like(mean_sq, s)
-            r = torch.maximum(torch.div(torch.maximum(m.to(c), s_t), torch.rsqrt(z)), s_t)
+            r = torch.div(torch.maximum(m.to(c), torch.full_like(mean_sq, s)), torch.rsqrt(z))
             y = torch.div(xw, r)
         else:
             # sqrt(eps) beyond the dtype (or x in another dtype than the compute): y = u * g with
