@@ -16,38 +16,34 @@ and Inf). Its limits for this formula: x*x overflows at |x| > 9.27e4 (Gemma 3
 flush to 0, and a mean of squares spans far more binades (2^-62..2^66) than
 SEN169 holds (2^-31..2^33), so no fixed prescale is right for every row.
 
-Each row x (length n) is divided by its own max-abs m before squaring. With
-s = sqrt(eps) (a host constant) and q = s / m,
+Each row x (length n) is divided by a scale of its own max-abs m before squaring.
+With k = ceil(log2(n) / 2) (2^k >= sqrt(n), at most 8), M = max(m * 2^-k, smallest
+normal), s = sqrt(eps) (a host constant) and q = s / M,
 
-    u = x / m,   z = mean(u^2) * b^2 + a^2,   a = min(q, 1), b = 1 / max(q, 1),
-    r = max(m, s) * sqrt(z) = sqrt(mean(x^2) + eps),   y = x / r
+    u = x / M,   g = b / sqrt(mean(u^2) * b^2 + a^2),   a = min(q, 1), b = 1 / max(q, 1),
+    y = u * g  (= x / sqrt(mean(x^2) + eps))
 
-(r is the row's root mean square, eps included; when eps is 0, negligible or
-beyond the dtype, or x is not in the compute dtype, y = u * b / sqrt(z) instead).
 What each step protects:
 
-* u = x / m: |u| <= 1 with max|u| = 1, so u*u cannot overflow, and
-  mean(u^2) is in [1/n, 1] whatever the row's magnitude (SEN169 values from
-  2^-31 to 8.57e9) and however wide the device accumulates the sum (at most n).
-* y = x / r, not u * g: u flushes entries more than 2^31 below their row's max
-  to 0 (SEN169 has no subnormals); x / r keeps them. r is at least s >= 2^-30
-  and at most the row's RMS, so it needs eps in [(2 * 2^-31)^2, 8.57e9^2 / 16]
-  (about 8.7e-19 to 4.6e18, with fp16 compute) and a row RMS below ~8.3e9. Outside
-  that eps range the u * g form is used, and entries more than 2^31 below their
-  row's max come out 0: the one row class SEN169 holds that the formula does
-  not, tested as such in tests/spyre/test_sen169_accuracy.py.
-* m + (m == 0) (eps > 0 only): an all-zero row is divided by 1, not 0; its z is
-  then min(eps, 1), floored at the smallest normal where eps is that small (rsqrt(0)
-  is NINF, which SEN169 decodes as NaN: no cap after the fact can undo that), so
-  y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``torch.nn.functional.rms_norm``.
-* a and b: one of them is 1 and both are in [0, 1], so z is in [min(1/n, 1), 2]
-  for every nonzero row, and eps dominates exactly where it should (q > 1).
-* a = 1 / max(t', 1) and b = min(t', 1), with s = mu * 2^e and t' = m * 2^-e / mu
-  (powers of two applied in steps that stay normal numbers): no reciprocal is taken of
-  a number that may have flushed to 0 or overflowed (both NaN in SEN169). m is
-  capped before t' where q is already below 2^-31 (so t' cannot overflow); t'
-  flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below SEN169's
-  smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
+* u = x / M: max|u| is in [1, 2^k], so u*u stays below 2^16 (no overflow, even if
+  the device summed n <= 2^16 squares in 16 bits) and mean(u^2) is at least 1/n. An
+  entry u flushes to 0 (|x| below M * 2^-31) has |y| < 2^-31 * 2^k / sqrt(n): below
+  SEN169's smallest number, so 0 is its right value; with u = x / m (max|u| = 1), rows
+  whose entries span more than 2^31 lost entries whose outputs SEN169 holds. The floor
+  of M keeps tiny rows (m < 2^(k-31)) from dividing by a flushed 0.
+* m + (m == 0) (eps > 0 only): an all-zero row is divided by 2^-k, not 0; its root
+  is then min(eps * 2^2k, 1), floored at the smallest normal where eps is that small
+  (rsqrt(0) is NINF, which SEN169 decodes as NaN: no cap after the fact can undo
+  that), so y = 0. With eps == 0 a zero row is 0/0 = NaN, as ``F.rms_norm``.
+* a and b: one of them is 1 and both are in [0, 1], so the root is at least
+  min(1/n, 1) and g <= sqrt(n): g never overflows, and eps dominates exactly where
+  it should (q > 1).
+* a = 1 / max(t, 1) and b = min(t, 1), with s = mu * 2^e and t = 1/q = M / mu * 2^-e
+  (powers of two applied in steps that stay normal numbers, after the 1/mu): no
+  reciprocal is taken of a number that may have flushed to 0 or overflowed (both NaN
+  in SEN169). M is capped before t where q is already below 2^-31 (so t cannot
+  overflow); t flushing to 0 gives b = 0, y = 0, right where x / sqrt(eps) is below
+  SEN169's smallest number. eps from 0 to 1e30 (sqrt(1e30) = 1e15 is beyond SEN169's
   range) counts exactly, to a few roundings.
 
 Rows SEN169 cannot hold as numbers: a NaN or Inf in a row (one NINF code on the
@@ -69,9 +65,9 @@ scaled before any conversion to fp16.
 
 Device cost (torch-spyre's analytical cost model, docs/spyre-path.md): three
 reductions (max and min of x, the mean of squares) against one for the plain
-formula, and four full-size ops (x / m, u * u, x / r, the weight multiply)
-against the plain formula's three (max|x| is not taken from a full-size |x|,
-which would go out to HBM and back).
+formula, and the plain formula's full-size ops (x / M, u * u, u * g, the weight
+multiply; max|x| is not taken from a full-size |x|, which would go out to HBM and
+back).
 """
 
 from __future__ import annotations
@@ -123,27 +119,40 @@ def device_range(dtype: torch.dtype) -> tuple[float, float]:
     return info.tiny, info.max
 
 
+#: The largest row exponent k: 2**(2k) = 2**16 bounds u*u far inside SEN169 (8.57e9) even
+#: where the device accumulated mean(u^2) over n <= 2**16 elements in 16 bits.
+MAX_ROW_EXPONENT = 8
+
+
+def row_exponent(n: int) -> int:
+    """k with 2**k >= sqrt(n) (at most MAX_ROW_EXPONENT): rows are scaled to max|u| = 2**k, so an
+    entry u flushes to 0 has |y| = |u| * g < 2**-31 * 2**k / sqrt(n)... i.e. below the smallest normal."""
+    return min(MAX_ROW_EXPONENT, max(0, math.ceil(math.log2(max(n, 1)) / 2)))
+
+
 def _eps_terms(m: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(a, b) = (min(q, 1), 1 / max(q, 1)) with q = sqrt(eps) / m, row by row, both in [0, 1]
     and in m's dtype; None where eps is below every m the dtype holds (then a = 0, b = 1).
 
-    With sqrt(eps) = mu * 2**e (mu in [0.5, 1)) and t = m * 2**-e (exact powers of two, in
-    steps that stay normal), 1/q = t / mu, so a = 1 / max(t / mu, 1) and b = min(t / mu, 1):
+    With sqrt(eps) = mu * 2**e (mu in [0.5, 1)) and t = m / mu * 2**-e (exact powers of two,
+    in steps that stay normal), 1/q = t, so a = 1 / max(t, 1) and b = min(t, 1):
     no reciprocal of a number that may have flushed to 0 (1/0 is NINF, i.e. NaN, in SEN169).
     t may flush to 0 (then b = 0, a = 1: eps dominates, y = 0, right to SEN169's precision);
     it must not overflow (NINF), so m is first capped where q is already below 2**-31 and
     a*a far below mean(u^2) >= 1/n."""
     mu, e = math.frexp(math.sqrt(eps))
     tiny, top = device_range(m.dtype)
-    cap = math.ldexp(1.0, math.floor(math.log2(top)) - 1 + e)  # t = cap * 2**-e <= top / 2
+    # t = cap / mu * 2**-e <= top; cap <= top / 2 also bounds m / mu (the scale the callers pass
+    # is m * 2**-k, below top / 2 unless rows have one element).
+    cap = min(math.ldexp(1.0, math.floor(math.log2(top)) - 1 + e), math.ldexp(1.0, math.floor(math.log2(top)) - 1))
     if cap < tiny:
         return None
-    if cap < top:
-        m = torch.minimum(m, torch.full_like(m, cap))
-    t = m
+    m = torch.minimum(m, torch.full_like(m, cap))
+    # 1/mu (in (1, 2]) first, then the powers of two: where they shrink t, no step flushes a
+    # value the last one would have kept.
+    t = torch.mul(m, 1.0 / mu)
     for step in power_of_two_steps(-e, m.dtype):
         t = torch.mul(t, step)
-    t = torch.mul(t, 1.0 / mu)  # 1/q, at most top (cap * 2**-e <= top / 2, 1/mu <= 2)
     one = torch.ones_like(t)
     return torch.reciprocal(torch.maximum(t, one)), torch.minimum(t, one)
 
@@ -175,38 +184,35 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     if eps > 0:
         m = torch.add(m, torch.eq(m, 0.0).to(xm.dtype))  # an all-zero row is divided by 1
     m = m.to(w_dtype)
-    u = torch.div(xw, m).to(c)
+    # The row scale M = m * 2**-k (k = row_exponent(n)), at least the dtype's smallest normal:
+    # u = x / M has max|u| in [1, 2**k], so u*u stays below 2**16 and entries of x that
+    # u flushes to 0 have outputs below the smallest normal anyway.
+    k = row_exponent(x.shape[-1])
+    # (constants are built in fp16/fp32, the dtypes torch-spyre lowers full tensors in: a bf16 one
+    # is a converted fp16 one, the same SEN169 value on the device)
+    floor = torch.full_like(m, device_range(w_dtype)[0], dtype=c if w_dtype == torch.bfloat16 else w_dtype)
+    big_m = torch.maximum(torch.mul(m, 2.0 ** -k), floor.to(w_dtype))
+    u = torch.div(xw, big_m).to(c)
     mean_sq = torch.mean(torch.mul(u, u), dim=-1, keepdim=True)
     # bf16 and fp16 are one format (SEN169) on the device, so a bf16 row scale goes to fp16 as it is.
-    terms = _eps_terms(m.to(c) if m.dtype == torch.bfloat16 else m, eps) if eps > 0 else None
+    terms = _eps_terms(big_m.to(c) if big_m.dtype == torch.bfloat16 else big_m, eps) if eps > 0 else None
+    tiny = device_range(c)[0]
     if terms is None:
-        # eps == 0, or below anything the row scale can hold: y = u / sqrt(mean(u^2)), where u
-        # flushes entries more than 2**31 below their row's max to 0 (x / m).
+        # eps == 0, or below anything the row scale can hold: y = u / sqrt(mean(u^2)).
         if eps > 0:
             # An all-zero row (u = 0): rsqrt(0) is NINF (NaN) in SEN169, so the root is floored
             # at the smallest normal, which no other row comes near (mean(u^2) >= 1/n).
-            mean_sq = torch.maximum(mean_sq, torch.full_like(mean_sq, device_range(c)[0]))
+            mean_sq = torch.maximum(mean_sq, torch.full_like(mean_sq, tiny))
         y = torch.mul(u, torch.rsqrt(mean_sq))
     else:
         a, b = (t.to(c) for t in terms)
-        tiny, top = device_range(c)
-        # z = mean(u^2) b^2 + a^2 is at least min(1/n, 1) for a nonzero row and min(eps, 1) for an
-        # all-zero one (m = 1); where eps^2 may flush, rsqrt(0) would be NINF (NaN in SEN169), so z
-        # is floored at tiny then.
+        # z = mean(u^2) b^2 + a^2 is at least min(1/n, 1) for a nonzero row and min(eps 2**2k, 1)
+        # for an all-zero one (m = 1); where that may flush, rsqrt(0) would be NINF (NaN in
+        # SEN169), so z is floored at tiny then.
         z = torch.add(torch.mul(torch.mul(mean_sq, b), b), torch.mul(a, a))
         if eps < 4 * tiny:
             z = torch.maximum(z, torch.full_like(z, tiny))
-        s = math.sqrt(eps)
-        if w_dtype == c and 2 * tiny <= s <= top / 4:
-            # y = x / r, r = max(m, s) * sqrt(z) the row's root mean square, eps included
-            # (about s for an all-zero row: y = 0). Entries far below the row's max keep
-            # their value, where u = x / m flushes those below m * 2**-31 to 0.
-            r = torch.div(torch.maximum(m.to(c), torch.full_like(mean_sq, s)), torch.rsqrt(z))
-            y = torch.div(xw, r)
-        else:
-            # sqrt(eps) beyond the dtype (or x in another dtype than the compute): y = u * g with
-            # g = b / sqrt(z) in [0, sqrt(n)] (b flushes to 0 where eps dominates beyond range).
-            y = torch.mul(u, torch.mul(b, torch.rsqrt(z)))
+        y = torch.mul(u, torch.mul(b, torch.rsqrt(z)))
     if weight is not None:
         y = torch.mul(y, _scale(weight, in_dtype, c, weight_offset))
     return y.to(in_dtype)
