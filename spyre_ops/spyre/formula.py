@@ -174,9 +174,16 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor | None, eps: float, poli
     xw = x.to(w_dtype)
     # max|x| as max(amax(x), -amin(x)): two reductions of x itself, which torch-spyre
     # reads where x already is, instead of a full-size |x| it would write out and read back.
-    m = torch.maximum(torch.amax(xw, dim=-1, keepdim=True), torch.neg(torch.amin(xw, dim=-1, keepdim=True)))
+    # A 16-bit x scaled in float32 (the fp32 policy): m is taken from x itself and converted once
+    # (the max of 16-bit values is one of them, exact in either dtype), so that m and x.to(float32)
+    # are both converted tensors: torch-spyre rejects a pointwise op between a converted full-size
+    # tensor and an unconverted per-row one computed by a binary op (at row counts that are
+    # multiples of 32, "Multi-arg pointwise with mixed EA").
+    xm = x if (in_dtype in (torch.float16, torch.bfloat16) and w_dtype == torch.float32) else xw
+    m = torch.maximum(torch.amax(xm, dim=-1, keepdim=True), torch.neg(torch.amin(xm, dim=-1, keepdim=True)))
     if eps > 0:
-        m = torch.add(m, torch.eq(m, 0.0).to(w_dtype))  # an all-zero row is divided by 1
+        m = torch.add(m, torch.eq(m, 0.0).to(xm.dtype))  # an all-zero row is divided by 1
+    m = m.to(w_dtype)
     # The row scale M = m * 2**-k (k = row_exponent(n)), at least the dtype's smallest normal:
     # u = x / M has max|u| in [1, 2**k], so u*u stays below 2**16 and entries of x that
     # u flushes to 0 have outputs below the smallest normal anyway.

@@ -54,13 +54,49 @@ _traces: dict[tuple, torch.fx.GraphModule] = {}
 _compiler: GraphCompiler | None = None
 
 
+#: Input layouts torch-spyre's compiler front end (2026-08 snapshot) is known to reject for the formula:
+#: a tensor converted on the device between 16-bit and float32 meets a per-row tensor whose
+#: candidate layouts include one it cannot broadcast (docs/spyre-path.md, "Compiling on torch-spyre").
+KNOWN_COMPILE_LIMITS = (
+    "torch-spyre's compiler rejects some mixes of 16-bit and float32 tensors in the formula "
+    "(seen: 2-D float16/bfloat16 x of 64 or more rows, a multiple of 32, under the float32 compute "
+    "dtype, and float32 x of 32 or 64 rows under the float16 compute dtype). What compiles: "
+    "the float16 compute dtype for float16/bfloat16 x (the default, spyre_ops.spyre."
+    "set_compute_dtype(torch.float16)), the float32 compute dtype for float32 x "
+    "(spyre_ops.spyre.set_compute_dtype(torch.float32)), or x converted to float16 first"
+)
+
+
+def _explained(compiled: Callable[..., Any], example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
+    """``compiled``, whose compile errors (raised at its first call) name the call and what compiles."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    described = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in example_inputs)
+
+    def run(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except BackendCompilerFailed as error:
+            from . import compute_dtype
+
+            raise RuntimeError(
+                f"spyre_ops: torch-spyre could not compile the Spyre RMSNorm graph for inputs {described} "
+                f"under compute dtype {compute_dtype()}: {str(error).strip().splitlines()[0][:500]}. "
+                f"{KNOWN_COMPILE_LIMITS}."
+            ) from error
+
+    return run
+
+
 def torch_compile(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
     """torch-spyre's compile: ``torch.compile(graph.forward, dynamic=False, fullgraph=True)`` (Inductor).
 
     The graph's own ``forward`` is compiled (not the module, whose ``__call__``
     code all modules share), so each signature has Dynamo cache entries of its own.
+    A compile error (raised at the first call) is re-raised as a ``RuntimeError`` that names
+    the inputs, the compute dtype and the layouts known to compile (:data:`KNOWN_COMPILE_LIMITS`).
     """
-    return torch.compile(graph.forward, dynamic=False, fullgraph=True)
+    return _explained(torch.compile(graph.forward, dynamic=False, fullgraph=True), example_inputs)
 
 
 def replay(graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .._variants import RMS_NORM, VARIANTS, Variant
-from . import formula, policy_guard
+from . import formula, policy_guard, weights
 
 DEVICE_TYPE = "spyre"
 #: torch-spyre's module holding its decomposition table and the function that builds it.
@@ -59,13 +59,80 @@ def _applies(x: torch.Tensor, normalized_shape: Sequence[int]) -> bool:
 
 
 def _laid_out(x: torch.Tensor, policy: torch.dtype) -> torch.Tensor:
-    """x, or a dense copy of it when it is a strided view that the formula converts to another
-    compute dtype: torch-spyre cannot lay out the conversion of such a view (a fp32-policy q-norm
-    view ``qkv[..., :4096].view(8, 32, 128)`` of fp16 qkv fails with "Unsupported coordinate
-    expression"); the copy of the fp16 view it can."""
-    if x.is_contiguous() or formula.compute_dtype_for(x.dtype, policy) == x.dtype:
+    """x, or a dense copy of it (a copy inside the graph, which torch-spyre lays out with a
+    restickify) when torch-spyre cannot lay out the formula on x itself:
+
+    * x's last dimension is not its innermost one (stride != 1, e.g. a transposed x of shape
+      (8, 128) and strides (1, 8)): the rows' elements do not lie along x's sticks, and the
+      formula's row reductions and pointwise ops then fail with "no mechanism to resolve stick
+      incompatibility" (torch-spyre's own ``F.rms_norm`` gets the same restickify);
+    * x is a strided view that the formula converts to another compute dtype: torch-spyre cannot
+      lay out the conversion of such a view (a fp32-policy q-norm view
+      ``qkv[..., :4096].view(8, 32, 128)`` of fp16 qkv fails with "Unsupported coordinate
+      expression"); the copy of the fp16 view it can.
+
+    Other strided views (rows contiguous in the last dimension, e.g. the q and k views of a fused
+    qkv under the fp16 policy) are read where they are."""
+    if x.is_contiguous():
+        return x
+    if x.dim() > 0 and x.shape[-1] > 1 and x.stride(-1) != 1:
+        return x.contiguous()
+    if formula.compute_dtype_for(x.dtype, policy) == x.dtype:
         return x
     return x.contiguous()
+
+
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+_CONVERSIONS = (torch.ops.prims.convert_element_type.default, torch.ops.aten._to_copy.default)
+_ELEMENTWISE = (torch.ops.aten.add, torch.ops.aten.sub, torch.ops.aten.mul, torch.ops.aten.div)
+
+
+def _traced_node(t: torch.Tensor) -> torch.fx.Node | None:
+    """The graph node of t in the graph being traced (Inductor decomposes inside ``make_fx``),
+    or None outside a trace."""
+    from torch.fx.experimental import proxy_tensor
+
+    mode = proxy_tensor.get_proxy_mode()
+    if mode is None:
+        return None
+    slot = proxy_tensor.get_proxy_slot(t, mode.tracer, None)
+    proxy = getattr(slot, "proxy", None)
+    return getattr(proxy, "node", None)
+
+
+def _from_sixteen_bit(node: Any, depth: int = 0) -> bool:
+    """Whether ``node`` is a float32 value computed in the graph from a 16-bit tensor: a conversion
+    of one, or an elementwise op of such values and scalars (Gemma's ``1 + w.float()``)."""
+    if not isinstance(node, torch.fx.Node) or depth > 8 or node.op != "call_function":
+        return False
+    if node.target in _CONVERSIONS:
+        source = node.args[0]
+        value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        return isinstance(value, torch.Tensor) and value.dtype in _SIXTEEN_BIT
+    if getattr(node.target, "overloadpacket", None) in _ELEMENTWISE:
+        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        return bool(tensors) and all(_from_sixteen_bit(a, depth + 1) for a in tensors)
+    return False
+
+
+def _weight_for(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
+    """The weight the formula gets in a compiled graph.
+
+    torch-spyre cannot combine, in one pointwise op, a tensor converted on the device between
+    16-bit and float32 with an unconverted one of the same dtype ("Multi-arg pointwise with mixed
+    EA"): each conversion rearranges the elements in their sticks. So a weight of another dtype
+    than x's that is a graph input (fp16 x with an fp32 weight, fp32 x with an fp16 one, bf16 x
+    with fp32) is converted outside the formula's kernel by :data:`weights.WEIGHT_IN_DTYPE` (an
+    extern call, cached per weight and version, as for eager calls). A float32 weight computed in
+    the graph from a 16-bit tensor for 16-bit x (vLLM's GemmaRMSNorm hands the op
+    ``1 + w.float()``) is converted inside the graph: converting it back to x's dtype restores
+    the arrangement x has, and the extern call would convert a fresh tensor on every call.
+    """
+    if weight is None or weight.dtype == x.dtype:
+        return weight
+    if x.dtype in _SIXTEEN_BIT and weight.dtype == torch.float32 and _from_sixteen_bit(_traced_node(weight)):
+        return weight
+    return weights.weight_in_dtype(weight, x.dtype)
 
 
 def decompositions(variant: Variant) -> dict[str, Callable[..., Any]]:
@@ -79,12 +146,13 @@ def decompositions(variant: Variant) -> dict[str, Callable[..., Any]]:
         if not _applies(x, normalized_shape):
             return NotImplemented
         policy = _policy()
-        return formula.rms_norm(_laid_out(x, policy), weight, eps, policy, weight_offset=offset)
+        return formula.rms_norm(_laid_out(x, policy), _weight_for(x, weight), eps, policy, weight_offset=offset)
 
     def fused(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float):
         policy = _policy()
         return formula.fused_add_rms_norm(
-            _laid_out(x, policy), _laid_out(residual, policy), weight, eps, policy, weight_offset=offset
+            _laid_out(x, policy), _laid_out(residual, policy), _weight_for(x, weight), eps, policy,
+            weight_offset=offset,
         )
 
     def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],

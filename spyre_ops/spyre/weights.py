@@ -1,4 +1,4 @@
-"""The weight of an eager Spyre call in x's dtype, converted once per weight and version.
+"""The weight of a Spyre call in x's dtype, converted once per weight and version.
 
 torch-spyre's compiler rejects graphs that mix an fp32 tensor with one converted
 from SEN169 on the device ("Multi-arg pointwise with mixed EA"), the case of a
@@ -10,6 +10,13 @@ and each version of it (an in-place update of the weight bumps its version and
 is converted again), and cached while the weight lives. The rounding of the
 weight to x's dtype is at most half an ulp of x's dtype, within the Spyre
 tolerance.
+
+Compiled graphs reach the same conversion through the op
+``torch.ops.spyre_ops.spyre_weight_in_dtype`` (:data:`WEIGHT_IN_DTYPE`), which the
+decompositions put in front of the formula for a weight that is a graph input of
+another dtype (:mod:`spyre_ops.spyre.torch_spyre`): an opaque op, so torch-spyre's
+compiler runs it as an extern call (its kernel is :func:`in_dtype`, cached as for
+eager calls) and the formula's kernel sees a weight of x's dtype.
 """
 
 from __future__ import annotations
@@ -52,6 +59,26 @@ def in_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if fresh:
         weakref.finalize(weight, _forget, key)
     return converted
+
+
+@torch.library.custom_op("spyre_ops::spyre_weight_in_dtype", mutates_args=())
+def weight_in_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` converted to ``dtype`` on its device, once per weight and version (:func:`in_dtype`).
+
+    The op compiled graphs call for a weight of another dtype than x's (a fresh tensor when the
+    dtypes already agree: an op's output never aliases its input).
+    """
+    converted = in_dtype(weight, dtype)
+    return converted.clone() if converted is weight else converted
+
+
+@weight_in_dtype.register_fake
+def _weight_in_dtype_fake(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(weight.shape, dtype=dtype, device=weight.device)
+
+
+#: The op of :func:`weight_in_dtype`, as it appears in graphs.
+WEIGHT_IN_DTYPE = torch.ops.spyre_ops.spyre_weight_in_dtype.default
 
 
 def cached() -> int:

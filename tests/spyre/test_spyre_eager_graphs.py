@@ -151,3 +151,23 @@ def test_through_dynamo_each_signature_has_its_own_cache_entry(spyre_device):
     finally:
         graphs.set_graph_compiler(previous)
         torch._dynamo.reset()
+
+
+def test_torch_spyre_compile_errors_say_what_compiles(spyre_device):
+    # torch-spyre's compile fails at the first call of the compiled graph (an InductorError); the
+    # eager kernels re-raise it naming the inputs, the compute dtype and the layouts that compile.
+    from torch._inductor.exc import InductorError
+
+    from spyre_ops.spyre import graphs as spyre_graphs
+
+    def failing(*args):
+        raise InductorError(RuntimeError("Multi-arg pointwise with mixed EA: ..."), None)
+
+    x = torch.empty(64, 128, dtype=torch.float16, device=spyre_device)
+    run = spyre_graphs._explained(failing, [x])
+    with spyre_ops.spyre.use_compute_dtype(torch.float32):
+        with pytest.raises(RuntimeError, match=r"inputs \(64, 128\) torch.float16 under compute dtype torch.float32: "
+                                               r".*mixed EA.*set_compute_dtype\(torch.float16\)") as info:
+            run(x)
+    assert isinstance(info.value.__cause__, InductorError)
+    assert spyre_graphs._explained(lambda t: t + 1, [x])(x).shape == x.shape  # no error: the result

@@ -22,6 +22,9 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 #: _to_copy is a dtype conversion (torch-spyre's Inductor lowers conversions
 #: itself), copy_ writes an in-place result, ones_like a full tensor (a constant).
 GRAPH_ONLY = {"aten::_to_copy", "aten::copy_", "aten::ones_like", "aten::full_like"}
+#: The extern call that converts a weight graph input of another dtype than x's (once per weight
+#: and version, outside the formula's kernel: tests/spyre/test_spyre_mixed_weights.py).
+EXTERN_CALLS = {"spyre_ops::spyre_weight_in_dtype"}
 
 #: aten ops of the formula and the device op each lowers to in torch-spyre; the
 #: device op must be in torch-spyre's float32 op list (SPYRE_FP32_OPS) for the
@@ -99,12 +102,13 @@ def test_decomposed_graph_holds_only_device_ops(spyre_device, dtype, compute, ep
         ops = _decomposed_ops(x, residual, w, eps)
     assert "aten::rsqrt" in ops and "aten::amax" in ops  # the formula was traced, not the op
     assert not any(op.startswith("spyre::") for op in ops), ops
-    off_list = {op for op in ops if not runs_on_device(op)} - GRAPH_ONLY
+    off_list = {op for op in ops if not runs_on_device(op)} - GRAPH_ONLY - EXTERN_CALLS
     assert not off_list, off_list
+    assert (ops & EXTERN_CALLS != set()) == (dtype != torch.float32)  # the weight is float32
     # Ops torch-spyre misroutes or lacks as eager ops, or cannot lower in float32.
     assert not ops & {"aten::clamp", "aten::clamp_min", "aten::linalg_vector_norm", "aten::where"}, ops
     if compute == torch.float32:
-        assert ops <= FP32_CAPABLE, ops - FP32_CAPABLE
+        assert ops - EXTERN_CALLS <= FP32_CAPABLE, ops - EXTERN_CALLS - FP32_CAPABLE
 
 
 @pytest.mark.parametrize("rank", [1, 3, 6])
