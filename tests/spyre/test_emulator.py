@@ -111,3 +111,19 @@ def test_transfers_needs_enable_and_main_library_does_not_load_emulator():
     assert r.returncode == 0, r.stderr
     assert "emulator loaded: False" in r.stdout
     assert "REFUSED: spyre_ops.emulator.transfers(): call spyre_ops.emulator.enable() first" in r.stdout
+
+
+def test_copies_convert_as_the_device_does(spyre_device):
+    # 16-bit floats live on the device as SEN169 (9 mantissa bits): 1 + 2**-10 (an fp16 value)
+    # does not survive a round trip, fp16 subnormals arrive halved, values beyond fp16's 65504
+    # live on the device and come back to a host fp16 tensor as Inf, and exactly through fp32.
+    one_plus = torch.tensor([1 + 2.0 ** -10, 1 + 2.0 ** -9], dtype=torch.float16)
+    back = one_plus.to(spyre_device).cpu()
+    assert back[0] != one_plus[0] and back[1] == one_plus[1]
+    sub = torch.tensor([2.0 ** -20], dtype=torch.float16)  # an IEEE fp16 subnormal
+    assert sub.to(spyre_device).float().cpu().item() == 2.0 ** -21
+    big = torch.tensor([1e5, -3e9], dtype=torch.float32).to(spyre_device).to(torch.float16)
+    assert torch.isinf(big.cpu()).all()
+    assert torch.equal(big.float().cpu(), torch.tensor([99968.0, -2998927360.0]))
+    # fp16 and bf16 are one format on the device: converting between them keeps the value.
+    assert torch.equal(big.to(torch.bfloat16).float().cpu(), big.float().cpu())
