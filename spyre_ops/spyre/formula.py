@@ -125,8 +125,10 @@ MAX_ROW_EXPONENT = 8
 
 
 def row_exponent(n: int) -> int:
-    """k with 2**k >= sqrt(n) (at most MAX_ROW_EXPONENT): rows are scaled to max|u| = 2**k, so an
-    entry u flushes to 0 has |y| = |u| * g < 2**-31 * 2**k / sqrt(n)... i.e. below the smallest normal."""
+    """k with 2**k >= sqrt(n) (at most MAX_ROW_EXPONENT). Rows are scaled to max|u| = 2**k: an
+    entry that flushes to 0 in u = x / M has |x| < 2**-31 * M, so |y| = |x| / rms < 2**-31 * M / rms,
+    and rms >= m / sqrt(n) = M * 2**k / sqrt(n) makes that at most 2**-31 * sqrt(n) / 2**k <= 2**-31,
+    the smallest normal."""
     return min(MAX_ROW_EXPONENT, max(0, math.ceil(math.log2(max(n, 1)) / 2)))
 
 

@@ -100,6 +100,43 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def norm_transfers(model) -> Iterator[dict]:
+    """Counts, while the block runs, what happens inside the forward calls of ``model``'s patched
+    norm modules on the emulated spyre device (which must be enabled): ``calls``, host<->device
+    copies ``h2d``/``d2h``, the ``ops`` run on spyre tensors and the ``fallbacks`` among them
+    (ops torch-spyre would not run on the device), as a dict filled in as calls end."""
+    from collections import Counter
+
+    import spyre_ops.emulator as emulator
+    import spyre_ops.transformers as spyre_tf
+
+    inside = {"calls": 0, "h2d": 0, "d2h": 0, "ops": Counter(), "fallbacks": Counter()}
+    blocks: dict[int, tuple[contextlib.ExitStack, emulator.Transfers]] = {}
+
+    def before(module, args):
+        stack = contextlib.ExitStack()
+        blocks[id(module)] = (stack, stack.enter_context(emulator.transfers()))
+
+    def after(module, args, output):
+        stack, t = blocks.pop(id(module))
+        stack.close()
+        inside["calls"] += 1
+        inside["h2d"] += t.host_to_device
+        inside["d2h"] += t.device_to_host
+        inside["ops"].update(t.ops)
+        inside["fallbacks"].update(t.fallbacks)
+
+    hooks = []
+    for _, module in spyre_tf.patched_modules(model):
+        hooks += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield inside
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def quiet_transformers() -> None:
     """No progress bars or advisory warnings from transformers in test output."""
     from transformers.utils import logging

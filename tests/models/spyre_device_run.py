@@ -26,15 +26,34 @@ and for the whole run:
 """
 
 import argparse
-import contextlib
 import json
-from collections import Counter
 
 import torch
 
 import real_model
 import spyre_ops.emulator as emulator
 import spyre_ops.transformers as spyre_tf
+
+
+def run_question(model, tokenizer, question: str, result: dict) -> None:
+    """One question's greedy answer, first-token logprobs and the spyre::rms_norm calls of its first forward."""
+    profiler = torch.profiler
+    ids = real_model.chat_ids(tokenizer, question).to("spyre")
+    # the profiler records the first forward only: the hook ends its one active step
+    with torch.no_grad(), profiler.profile(activities=[profiler.ProfilerActivity.CPU],
+                                           schedule=profiler.schedule(wait=0, warmup=0, active=1, repeat=1)) as prof:
+        hook = model.register_forward_hook(lambda module, args, output: prof.step())
+        try:
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=real_model.NEW_TOKENS,
+                do_sample=False, output_logits=True, return_dict_in_generate=True,
+            )
+        finally:
+            hook.remove()
+    result["op_calls_per_forward"].append(sum(e.name == "spyre::rms_norm" for e in prof.events()))
+    result["logprobs"].append(out.logits[0][0].cpu().float().log_softmax(-1).tolist())
+    result["forwards"].append(len(out.logits))
+    result["tokens"].append(out.sequences[0, ids.shape[1]:].cpu().tolist())
 
 
 def main() -> None:
@@ -46,45 +65,10 @@ def main() -> None:
     model, tokenizer = real_model.load(dtype=torch.float16, device="spyre")
     report = spyre_tf.patch(model)
 
-    inside = {"calls": 0, "h2d": 0, "d2h": 0, "ops": Counter(), "fallbacks": Counter()}
-    open_blocks: dict[int, tuple[contextlib.ExitStack, emulator.Transfers]] = {}
-
-    def before(module, args):
-        stack = contextlib.ExitStack()
-        open_blocks[id(module)] = (stack, stack.enter_context(emulator.transfers()))
-
-    def after(module, args, output):
-        stack, t = open_blocks.pop(id(module))
-        stack.close()
-        inside["calls"] += 1
-        inside["h2d"] += t.host_to_device
-        inside["d2h"] += t.device_to_host
-        inside["ops"].update(t.ops)
-        inside["fallbacks"].update(t.fallbacks)
-
-    for name, module in spyre_tf.patched_modules(model):
-        module.register_forward_pre_hook(before)
-        module.register_forward_hook(after)
-
-    profiler = torch.profiler
     result = {"patched": len(report), "tokens": [], "logprobs": [], "forwards": [], "op_calls_per_forward": []}
-    for question in real_model.QUESTIONS:
-        ids = real_model.chat_ids(tokenizer, question).to("spyre")
-        # the profiler records the first forward only: the hook ends its one active step
-        with torch.no_grad(), profiler.profile(activities=[profiler.ProfilerActivity.CPU],
-                                               schedule=profiler.schedule(wait=0, warmup=0, active=1, repeat=1)) as prof:
-            hook = model.register_forward_hook(lambda module, args, output: prof.step())
-            try:
-                out = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=real_model.NEW_TOKENS,
-                    do_sample=False, output_logits=True, return_dict_in_generate=True,
-                )
-            finally:
-                hook.remove()
-        result["op_calls_per_forward"].append(sum(e.name == "spyre::rms_norm" for e in prof.events()))
-        result["logprobs"].append(out.logits[0][0].cpu().float().log_softmax(-1).tolist())
-        result["forwards"].append(len(out.logits))
-        result["tokens"].append(out.sequences[0, ids.shape[1]:].cpu().tolist())
+    with real_model.norm_transfers(model) as inside:
+        for question in real_model.QUESTIONS:
+            run_question(model, tokenizer, question, result)
     result.update(
         norm_calls=inside["calls"], norm_h2d=inside["h2d"], norm_d2h=inside["d2h"],
         norm_ops=dict(inside["ops"]), norm_fallbacks=dict(inside["fallbacks"]),

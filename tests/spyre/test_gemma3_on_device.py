@@ -14,14 +14,10 @@ first token; examples/real_model.py (``make demo``) shows the longer answers.
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-
 import pytest
 import torch
-from models.real_model import GEMMA3
+from models.real_model import GEMMA3, norm_transfers
 
-import spyre_ops.emulator as emulator
 import spyre_ops.transformers as spyre_tf
 
 NEW_TOKENS = 4
@@ -56,36 +52,15 @@ def test_greedy_answer_matches_cpu_fp32_with_no_copies_in_the_norms(models):
     ids = GEMMA3.prompt_ids(tokenizer, GEMMA3.prompts[0])
     want = greedy(cpu, ids, NEW_TOKENS)
 
-    inside = {"calls": 0, "h2d": 0, "d2h": 0, "fallbacks": Counter()}
-    blocks: dict[int, tuple[contextlib.ExitStack, emulator.Transfers]] = {}
-
-    def before(module, args):
-        stack = contextlib.ExitStack()
-        blocks[id(module)] = (stack, stack.enter_context(emulator.transfers()))
-
-    def after(module, args, output):
-        stack, t = blocks.pop(id(module))
-        stack.close()
-        inside["calls"] += 1
-        inside["h2d"] += t.host_to_device
-        inside["d2h"] += t.device_to_host
-        inside["fallbacks"].update(t.fallbacks)
-
-    hooks = []
-    for _, module in spyre_tf.patched_modules(dev):
-        hooks += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    try:
+    with norm_transfers(dev) as inside:
         got = greedy(dev, ids.to("spyre"), NEW_TOKENS)
-    finally:
-        for h in hooks:
-            h.remove()
     same = sum(a == b for a, b in zip(got, want))
     print(f"\nGemma 3 270M fp16 on the emulated device: {same} of {len(want)} tokens as cpu fp32: "
           f"{tokenizer.decode(got)!r} vs {tokenizer.decode(want)!r}")
     assert got == want
     assert inside["calls"] == GEMMA3.num_norms * NEW_TOKENS  # one forward per generated token
     assert (inside["h2d"], inside["d2h"]) == (0, 0)
-    assert inside["fallbacks"] == Counter()
+    assert not inside["fallbacks"]
 
 
 def test_first_token_of_every_prompt_matches_cpu_fp32(models):
